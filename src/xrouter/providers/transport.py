@@ -1,0 +1,196 @@
+"""Sends provider requests over the worker's one pooled aiohttp session.
+
+Transport failures become ``UpstreamError``s here, the same way for every provider, so a
+provider module only maps the error bodies its upstream sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from time import time
+
+import aiohttp
+
+from xrouter.errors import UpstreamError
+from xrouter.providers.base import Provider, UpstreamRequest
+
+MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+MAX_ERROR_BODY_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect: float = 10.0
+    read: float = 120.0
+    total: float = 600.0
+
+    def client_timeout(self) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(total=self.total, sock_connect=self.connect, sock_read=self.read)
+
+
+def create_session(timeouts: Timeouts, max_connections: int) -> aiohttp.ClientSession:
+    """The worker's session: keep-alive pool shared by every provider, no cookie jar."""
+    connector = aiohttp.TCPConnector(
+        limit=max_connections, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeouts.client_timeout(),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=True,
+        raise_for_status=False,
+    )
+
+
+class UpstreamTransport:
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self._session = session
+
+    async def send(self, provider: Provider, request: UpstreamRequest) -> bytes:
+        """Send a request and return the body of a 2xx answer; anything else raises."""
+        for attempt in (1, 2):
+            headers = await self._headers(provider, request)
+            try:
+                async with self._session.request(
+                    request.method,
+                    request.url,
+                    data=request.body,
+                    headers=headers,
+                    ssl=_ssl_option(provider),
+                ) as response:
+                    if response.status < 300:
+                        return await _read_limited(response, MAX_RESPONSE_BYTES, provider)
+                    if await self._should_reauthenticate(provider, response.status, attempt):
+                        continue
+                    raise await _error_from(provider, response)
+            except UpstreamError:
+                raise
+            except Exception as error:
+                raise transport_error(provider.name, error) from error
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def stream_lines(
+        self, provider: Provider, request: UpstreamRequest
+    ) -> AsyncIterator[bytes]:
+        """Send a request and yield the lines of a 2xx streamed answer as they arrive."""
+        for attempt in (1, 2):
+            headers = await self._headers(provider, request)
+            try:
+                async with self._session.request(
+                    request.method,
+                    request.url,
+                    data=request.body,
+                    headers=headers,
+                    ssl=_ssl_option(provider),
+                ) as response:
+                    if response.status >= 300:
+                        if await self._should_reauthenticate(provider, response.status, attempt):
+                            continue
+                        raise await _error_from(provider, response)
+                    async for line in response.content:
+                        yield line.rstrip(b"\r\n")
+                    return
+            except UpstreamError:
+                raise
+            except (GeneratorExit, asyncio.CancelledError):
+                raise
+            except Exception as error:
+                raise transport_error(provider.name, error) from error
+
+    @staticmethod
+    async def _headers(provider: Provider, request: UpstreamRequest) -> dict[str, str]:
+        return {**request.headers, **(await provider.auth_headers())}
+
+    @staticmethod
+    async def _should_reauthenticate(provider: Provider, status: int, attempt: int) -> bool:
+        if attempt == 1 and status in provider.reauthenticate_on:
+            await provider.invalidate_credentials()
+            return True
+        return False
+
+
+def _ssl_option(provider: Provider) -> ssl.SSLContext | bool:
+    context = provider.ssl_context()
+    if context is None:
+        return True
+    assert isinstance(context, ssl.SSLContext | bool)
+    return context
+
+
+async def _read_limited(response: aiohttp.ClientResponse, limit: int, provider: Provider) -> bytes:
+    if response.content_length is not None and response.content_length > limit:
+        raise UpstreamError(
+            f"{provider.name} sent a response larger than {limit} bytes.",
+            provider=provider.name,
+            code="upstream_response_too_large",
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(65536):
+        size += len(chunk)
+        if size > limit:
+            raise UpstreamError(
+                f"{provider.name} sent a response larger than {limit} bytes.",
+                provider=provider.name,
+                code="upstream_response_too_large",
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _error_from(provider: Provider, response: aiohttp.ClientResponse) -> UpstreamError:
+    body = await response.content.read(MAX_ERROR_BODY_BYTES)
+    return provider.error(response.status, body, parse_retry_after(response.headers.get("retry-after")))
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time())
+    except (TypeError, ValueError):
+        return None
+
+
+def transport_error(provider: str, error: BaseException) -> UpstreamError:
+    """Describe a failure below HTTP without leaking addresses or credentials."""
+    if isinstance(error, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return UpstreamError(
+            f"{provider} did not answer in time.",
+            provider=provider,
+            status=504,
+            retryable=True,
+            code="upstream_timeout",
+        )
+    if isinstance(error, aiohttp.ClientConnectorError):
+        return UpstreamError(
+            f"Could not connect to {provider}.",
+            provider=provider,
+            status=502,
+            retryable=True,
+            code="upstream_unreachable",
+        )
+    if isinstance(error, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
+        return UpstreamError(
+            f"{provider} closed the connection before the answer was complete.",
+            provider=provider,
+            status=502,
+            retryable=True,
+            code="upstream_disconnected",
+        )
+    return UpstreamError(
+        f"The request to {provider} failed ({type(error).__name__}).",
+        provider=provider,
+        status=502,
+        retryable=True,
+        code="upstream_error",
+    )
