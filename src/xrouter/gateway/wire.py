@@ -202,7 +202,7 @@ class ToolCallDelta(Struct):
 
 class Delta(Struct):
     role: Literal["assistant"] | UnsetType = UNSET
-    content: str | None | UnsetType = UNSET
+    content: str | UnsetType | None = UNSET
     tool_calls: list[ToolCallDelta] | UnsetType = UNSET
 
 
@@ -219,16 +219,20 @@ class ChatCompletionChunk(Struct):
     model: str
     choices: list[ChunkChoice]
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    system_fingerprint: str | None | UnsetType = UNSET
-    usage: Usage | None | UnsetType = UNSET
+    system_fingerprint: str | UnsetType | None = UNSET
+    usage: Usage | UnsetType | None = UNSET
 
 
 # Embeddings
 
+
 class EmbeddingsRequest(Struct, kw_only=True):
     model: NonEmptyStr
     # A string, a list of strings, or token arrays; msgspec allows one array type per union.
-    input: Annotated[str, Meta(min_length=1)] | Annotated[list[Any], Meta(min_length=1, max_length=2048)]
+    input: (
+        Annotated[str, Meta(min_length=1)]
+        | Annotated[list[Any], Meta(min_length=1, max_length=2048)]
+    )
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: PositiveInt | None = None
     user: str | None = None

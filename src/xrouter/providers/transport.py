@@ -29,7 +29,9 @@ class Timeouts:
     total: float = 600.0
 
     def client_timeout(self) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(total=self.total, sock_connect=self.connect, sock_read=self.read)
+        return aiohttp.ClientTimeout(
+            total=self.total, sock_connect=self.connect, sock_read=self.read
+        )
 
 
 def create_session(timeouts: Timeouts, max_connections: int) -> aiohttp.ClientSession:
@@ -144,7 +146,9 @@ async def _read_limited(response: aiohttp.ClientResponse, limit: int, provider: 
 
 async def _error_from(provider: Provider, response: aiohttp.ClientResponse) -> UpstreamError:
     body = await response.content.read(MAX_ERROR_BODY_BYTES)
-    return provider.error(response.status, body, parse_retry_after(response.headers.get("retry-after")))
+    return provider.error(
+        response.status, body, parse_retry_after(response.headers.get("retry-after"))
+    )
 
 
 def parse_retry_after(value: str | None) -> float | None:

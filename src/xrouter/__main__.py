@@ -1,0 +1,3 @@
+from xrouter.cli import main
+
+raise SystemExit(main())

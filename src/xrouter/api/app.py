@@ -1,0 +1,56 @@
+"""The control plane: everything outside ``/v1``, served by FastAPI."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import msgspec
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse
+from starlette.exceptions import HTTPException
+
+from xrouter import __version__
+from xrouter.api import health
+from xrouter.api.openapi import install_openapi
+from xrouter.errors import ErrorBody, ErrorDetail
+from xrouter.runtime import Runtime
+
+_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}
+
+
+def create_control_plane(runtime: Runtime) -> FastAPI:
+    app = FastAPI(
+        title="XRouter",
+        version=__version__,
+        description="OpenAI-compatible gateway for GigaChat and YandexGPT.",
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.runtime = runtime
+    app.include_router(health.router)
+    install_openapi(app)
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        return _error(error.status_code, str(error.detail), None, error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+        first = error.errors()[0]
+        param = ".".join(str(part) for part in first["loc"][1:]) or None
+        return _error(422, str(first["msg"]), param, None)
+
+    return app
+
+
+def _error(
+    status: int, message: str, param: str | None, headers: Mapping[str, str] | None
+) -> JSONResponse:
+    body = ErrorBody(ErrorDetail(message, _TYPES.get(status, "invalid_request_error"), param))
+    return JSONResponse(msgspec.to_builtins(body), status_code=status, headers=headers)

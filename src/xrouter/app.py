@@ -1,0 +1,53 @@
+"""One ASGI app, one process: ``/v1`` goes to the lean gateway, the rest to FastAPI."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from xrouter.api.app import create_control_plane
+from xrouter.gateway.app import GatewayApp
+from xrouter.gateway.middleware import RequestContextMiddleware
+from xrouter.runtime import Runtime
+from xrouter.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class XRouterApp:
+    """Dispatches by path prefix and runs the runtime's start and close in the lifespan."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.runtime = Runtime(settings)
+        self.gateway = GatewayApp(self.runtime)
+        self.control_plane = create_control_plane(self.runtime)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["path"] == "/v1" or scope["path"].startswith("/v1/"):
+            await self.gateway(scope, receive, send)
+        else:
+            await self.control_plane(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.runtime.start()
+                except Exception as error:
+                    log.exception("start failed")
+                    await self.runtime.close()
+                    await send({"type": "lifespan.startup.failed", "message": str(error)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.runtime.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def create_app(settings: Settings) -> ASGIApp:
+    return RequestContextMiddleware(XRouterApp(settings))

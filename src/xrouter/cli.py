@@ -1,0 +1,108 @@
+"""The ``xrouter`` command: serve, emulate, db, keys."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from xrouter import __version__
+from xrouter.emulators import cli as emulate_cli
+from xrouter.keys import cli as keys_cli
+from xrouter.settings import ConfigurationError, Settings, load_settings
+from xrouter.storage import cli as db_cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="xrouter", description="OpenAI-compatible gateway for GigaChat and YandexGPT."
+    )
+    parser.add_argument("--version", action="version", version=f"xrouter {__version__}")
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument(
+        "--config", help="YAML file with settings (also XROUTER_CONFIG); the environment wins"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="serve the gateway", parents=[config])
+    serve.add_argument("--host", help="address to listen on (XROUTER_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (XROUTER_PORT, default 8080)")
+    serve.add_argument("--workers", type=int, help="worker processes (XROUTER_WORKERS, default 1)")
+
+    emulate = commands.add_parser("emulate", help="serve a provider emulator (no credentials)")
+    emulate_cli.add_arguments(emulate)
+
+    database = commands.add_parser("db", help="database migrations", parents=[config])
+    db_cli.add_arguments(database)
+
+    keys = commands.add_parser("keys", help="create, list and revoke API keys", parents=[config])
+    keys_cli.add_arguments(keys)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "emulate":
+        return emulate_cli.run(args)
+    try:
+        settings = _settings(args)
+    except ConfigurationError as error:
+        print(f"xrouter: invalid configuration: {error}", file=sys.stderr)
+        return 2
+    if args.command == "serve":
+        return _serve(settings)
+    if args.command == "db":
+        return db_cli.run(args, settings)
+    return keys_cli.run(args, settings)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {
+        name: getattr(args, name)
+        for name in ("host", "port", "workers")
+        if getattr(args, name, None) is not None
+    }
+    # Worker processes rebuild settings from the environment, so overrides travel through it.
+    for name, value in overrides.items():
+        os.environ[f"XROUTER_{name.upper()}"] = str(value)
+    return load_settings(args.config)
+
+
+def _serve(settings: Settings) -> int:
+    from xrouter.logs import configure_logging
+    from xrouter.server import serve
+    from xrouter.storage.migrate import upgrade
+
+    configure_logging(settings.log_level)
+    if settings.is_embedded_database:
+        upgrade(settings.database_url)
+    print(_banner(settings), file=sys.stderr, flush=True)
+    serve(settings)
+    return 0
+
+
+def _banner(settings: Settings) -> str:
+    url = f"http://{settings.host}:{settings.port}"
+    lines = [f"XRouter {__version__} serving on {url}  (API docs: {url}/docs)"]
+    emulated = [
+        name
+        for name, configured in (
+            ("gigachat", settings.gigachat_configured),
+            ("yandex", settings.yandex_configured),
+        )
+        if not configured
+    ]
+    if emulated and settings.emulate_missing_providers:
+        lines.append(
+            f"No credentials for: {', '.join(emulated)}. Built-in EMULATORS answer for them "
+            "(synthetic replies); set the credentials to use the real services."
+        )
+    lines.append(
+        "Create an API key in another shell:  .venv/bin/xrouter keys create --name my-first-key"
+    )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,112 @@
+"""Running an emulator: in-process on a free port (tests, the gateway) or as a foreground server."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from aiohttp import web
+
+from xrouter.emulators import gigachat, yandex
+from xrouter.emulators.options import EmulatorOptions
+
+EmulatorKind = Literal["gigachat", "yandex"]
+
+# Credentials the gateway uses when it serves a provider from an in-process emulator.
+GIGACHAT_EMULATOR_CREDENTIALS = base64.b64encode(b"xrouter-emulator:emulator-secret").decode()
+YANDEX_EMULATOR_API_KEY = "xrouter-emulator-api-key"
+YANDEX_EMULATOR_FOLDER_ID = "b1gxrouteremulator"
+# Append to ``RunningEmulator.url``: GigaChat's API base and OAuth URL, and Yandex's base URL.
+GIGACHAT_API_PATH = gigachat.API_PREFIX
+GIGACHAT_OAUTH_PATH = gigachat.OAUTH_PATH
+YANDEX_API_PATH = ""
+
+_APP_FACTORIES: dict[str, Callable[[EmulatorOptions], web.Application]] = {
+    "gigachat": gigachat.create_app,
+    "yandex": yandex.create_app,
+}
+_logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class RunningEmulator:
+    """An emulator listening on ``url``; ``close()`` stops it."""
+
+    url: str
+    port: int
+    app: web.Application
+    runner: web.AppRunner
+
+    async def close(self) -> None:
+        """Stop listening and release the port."""
+        await self.runner.cleanup()
+
+
+def create_app(kind: EmulatorKind, options: EmulatorOptions) -> web.Application:
+    """The aiohttp application of the ``kind`` emulator."""
+    try:
+        factory = _APP_FACTORIES[kind]
+    except KeyError:
+        raise ValueError(f"unknown emulator kind {kind!r}") from None
+    return factory(options)
+
+
+async def start_emulator(
+    kind: EmulatorKind,
+    options: EmulatorOptions | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+) -> RunningEmulator:
+    """Start an emulator in the running event loop; port 0 picks a free port."""
+    app = create_app(kind, options or EmulatorOptions())
+    # No access log: it would dominate the cost of a request under load tests.
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound_port = int(runner.addresses[0][1])
+    url_host = f"[{host}]" if ":" in host else host
+    return RunningEmulator(
+        url=f"http://{url_host}:{bound_port}", port=bound_port, app=app, runner=runner
+    )
+
+
+async def _serve(kind: EmulatorKind, host: str, port: int, options: EmulatorOptions) -> None:
+    emulator = await start_emulator(kind, options, host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signal_number, stop.set)
+    if kind == "gigachat":
+        _logger.info(
+            "GigaChat emulator: API %s%s, OAuth %s%s",
+            emulator.url,
+            GIGACHAT_API_PATH,
+            emulator.url,
+            GIGACHAT_OAUTH_PATH,
+        )
+    else:
+        _logger.info("YandexGPT emulator: base URL %s", emulator.url)
+    try:
+        await stop.wait()
+    finally:
+        _logger.info("stopping the %s emulator", kind)
+        await emulator.close()
+
+
+def serve_forever(kind: EmulatorKind, host: str, port: int, options: EmulatorOptions) -> None:
+    """Serve an emulator in the foreground until SIGINT or SIGTERM, on uvloop when installed."""
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:
+        pass
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(_serve(kind, host, port, options))

@@ -1,0 +1,89 @@
+"""Small HTTP helpers of the proxied path: bounded body reading, JSON decoding, responses."""
+
+from __future__ import annotations
+
+import re
+from typing import TypeVar
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from xrouter.errors import (
+    GatewayError,
+    InvalidRequestError,
+    PayloadTooLargeError,
+    UnsupportedMediaTypeError,
+)
+from xrouter.gateway.wire import WIRE_ENCODER
+
+T = TypeVar("T")
+JSON_MEDIA_TYPE = "application/json"
+_PATH_SEGMENT = re.compile(r"^\$\.?")
+_MISSING_FIELD = re.compile(r"^Object missing required field `([^`]+)`")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit``."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    content_type = request.headers.get("content-type")
+    if content_type is not None and "json" not in content_type.split(";", 1)[0].lower():
+        raise UnsupportedMediaTypeError(
+            f"Content-Type must be application/json, not '{content_type[:80]}'."
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(f"The request body is larger than the limit of {limit} bytes.")
+
+
+def decode_json(body: bytes, decoder: msgspec.json.Decoder[T]) -> T:
+    """Decode and validate a body, turning msgspec's complaints into OpenAI-shaped 400s."""
+    if not body:
+        raise InvalidRequestError(
+            "The request body is empty; send a JSON object.", code="invalid_json"
+        )
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as error:
+        message, param = _describe_validation(str(error))
+        raise InvalidRequestError(message, param=param, code="invalid_value") from None
+    except msgspec.DecodeError:
+        raise InvalidRequestError(
+            "We could not parse the JSON body of your request; it must be valid UTF-8 JSON.",
+            code="invalid_json",
+        ) from None
+
+
+def _describe_validation(text: str) -> tuple[str, str | None]:
+    """``'Expected `int` - at `$.n`'`` -> (message, ``'n'``) with the field path as ``param``."""
+    message, _, where = text.partition(" - at `")
+    path = _PATH_SEGMENT.sub("", where.rstrip("`")) or None
+    missing = _MISSING_FIELD.match(message)
+    if missing:
+        field = missing[1]
+        param = f"{path}.{field}" if path else field
+        return f"Missing required parameter: '{param}'.", param
+    if path is None:
+        return f"Invalid request body: {message}.", None
+    return f"Invalid value for '{path}': {message}.", path
+
+
+def json_response(
+    payload: object, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(WIRE_ENCODER.encode(payload), status, headers, JSON_MEDIA_TYPE)
+
+
+def error_response(error: GatewayError) -> Response:
+    return Response(error.encode(), error.status, error.headers, JSON_MEDIA_TYPE)

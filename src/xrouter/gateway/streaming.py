@@ -1,0 +1,115 @@
+"""Relays a provider's stream to the client as OpenAI server-sent events, chunk by chunk."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+
+from xrouter.errors import GatewayError
+from xrouter.gateway.wire import (
+    WIRE_ENCODER,
+    ChatCompletionChunk,
+    ChunkChoice,
+    Delta,
+    Usage,
+)
+from xrouter.providers.base import StreamDecoder, StreamDelta
+
+log = logging.getLogger(__name__)
+DONE = b"data: [DONE]\n\n"
+
+
+def sse_event(payload: object) -> bytes:
+    return b"data: " + WIRE_ENCODER.encode(payload) + b"\n\n"
+
+
+class StreamOutcome:
+    """What a finished stream tells usage recording."""
+
+    def __init__(self) -> None:
+        self.usage: Usage | None = None
+        self.first_token_at: float | None = None
+        self.error: GatewayError | None = None
+
+
+class ChunkStream:
+    """Frames provider deltas as OpenAI ``chat.completion.chunk`` events.
+
+    The upstream body is read by the caller; the first line was read before the response
+    started so that an upstream refusal can still become a proper HTTP error status.
+    """
+
+    def __init__(
+        self,
+        completion_id: str,
+        model: str,
+        include_usage: bool,
+        decoder: StreamDecoder,
+        on_finish: Callable[[StreamOutcome], None],
+    ) -> None:
+        self._id = completion_id
+        self._model = model
+        self._created = int(time.time())
+        self._include_usage = include_usage
+        self._decoder = decoder
+        self._on_finish = on_finish
+        self._fingerprint: str | None = None
+        self.outcome = StreamOutcome()
+
+    async def events(
+        self, first_line: bytes | None, lines: AsyncIterator[bytes]
+    ) -> AsyncIterator[bytes]:
+        try:
+            yield self._chunk([ChunkChoice(0, Delta(role="assistant", content=""))])
+            if first_line is not None:
+                for event in self._decode(self._decoder.feed(first_line)):
+                    yield event
+            async for line in lines:
+                for event in self._decode(self._decoder.feed(line)):
+                    yield event
+            for event in self._decode(self._decoder.close()):
+                yield event
+            if self._include_usage:
+                yield self._chunk([], usage=self.outcome.usage)
+            yield DONE
+        except GatewayError as error:
+            # Headers are gone: the failure is reported in the stream, the way OpenAI does.
+            self.outcome.error = error
+            yield b"data: " + error.encode() + b"\n\n"
+            yield DONE
+        finally:
+            self._on_finish(self.outcome)
+
+    def _decode(self, deltas: list[StreamDelta]) -> list[bytes]:
+        events = []
+        for delta in deltas:
+            if delta.model_version:
+                self._fingerprint = delta.model_version
+            if delta.usage is not None:
+                self.outcome.usage = delta.usage
+            if delta.content and self.outcome.first_token_at is None:
+                self.outcome.first_token_at = time.perf_counter()
+            if delta.content or delta.tool_calls:
+                content = delta.content if delta.content else None
+                body = (
+                    Delta(content=content)
+                    if delta.tool_calls is None
+                    else Delta(content=content, tool_calls=delta.tool_calls)
+                )
+                events.append(self._chunk([ChunkChoice(delta.index, body)]))
+            if delta.finish_reason is not None:
+                events.append(self._chunk([ChunkChoice(delta.index, Delta(), delta.finish_reason)]))
+        return events
+
+    def _chunk(self, choices: list[ChunkChoice], usage: Usage | None = None) -> bytes:
+        chunk = ChatCompletionChunk(
+            id=self._id,
+            created=self._created,
+            model=self._model,
+            choices=choices,
+            system_fingerprint=self._fingerprint,
+        )
+        if self._include_usage:
+            chunk.usage = usage
+        return sse_event(chunk)

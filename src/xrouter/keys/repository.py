@@ -1,0 +1,70 @@
+"""Every query on the ``api_keys`` table. The caller owns the session and its transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from xrouter.storage.models import ApiKey, new_id, utc_now
+
+KEY_ID_PREFIX = "key_"
+
+
+class ApiKeyRepository:
+    """Reads and writes API key rows through one ``AsyncSession``."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def create(
+        self, *, name: str, prefix: str, secret_hash: str, owner: str | None = None
+    ) -> ApiKey:
+        """Insert a key row (flushed, not committed) and return it."""
+        now = utc_now()
+        key = ApiKey(
+            id=new_id(KEY_ID_PREFIX),
+            name=name,
+            prefix=prefix,
+            secret_hash=secret_hash,
+            owner=owner,
+            created_at=now,
+            updated_at=now,
+            revoked_at=None,
+        )
+        self._session.add(key)
+        await self._session.flush()
+        return key
+
+    async def get(self, key_id: str) -> ApiKey | None:
+        """The key with this id, revoked or not."""
+        return await self._session.get(ApiKey, key_id)
+
+    async def list(self) -> Sequence[ApiKey]:
+        """Every key, oldest first."""
+        result = await self._session.scalars(select(ApiKey).order_by(ApiKey.created_at, ApiKey.id))
+        return result.all()
+
+    async def revoke(self, key: ApiKey) -> ApiKey:
+        """Mark ``key`` revoked (idempotent: an already revoked key is left as it is)."""
+        if key.revoked_at is None:
+            now = utc_now()
+            key.revoked_at = now
+            key.updated_at = now
+            await self._session.flush()
+        return key
+
+    async def changed_since(self, since: datetime | None) -> Sequence[ApiKey]:
+        """Keys inserted or changed after ``since`` (every key when it is None)."""
+        query = select(ApiKey).order_by(ApiKey.updated_at)
+        if since is not None:
+            query = query.where(ApiKey.updated_at > since)
+        result = await self._session.scalars(query)
+        return result.all()
+
+    async def active_all(self) -> Sequence[ApiKey]:
+        """Every key that is not revoked."""
+        result = await self._session.scalars(select(ApiKey).where(ApiKey.revoked_at.is_(None)))
+        return result.all()

@@ -1,0 +1,132 @@
+"""Everything one worker holds while it serves: pools, caches, providers, background tasks.
+
+Built empty when the app is created and filled by ``start()`` in the ASGI lifespan, so that
+handlers hold one reference and never look anything up globally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+
+import aiohttp
+import redis.asyncio as redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from xrouter.emulators.options import EmulatorOptions
+from xrouter.emulators.server import RunningEmulator, start_emulator
+from xrouter.keys.cache import KeyCache
+from xrouter.keys.hashing import KeyHasher, load_pepper
+from xrouter.keys.service import KeyService
+from xrouter.providers.base import Provider
+from xrouter.providers.registry import EmulatorAddresses, build_providers
+from xrouter.providers.transport import Timeouts, UpstreamTransport, create_session
+from xrouter.routing.catalog import ModelCatalog
+from xrouter.routing.resolver import ModelResolver
+from xrouter.settings import Settings
+from xrouter.storage.database import create_engine, ping, session_factory
+from xrouter.usage.recorder import UsageRecorder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    started: bool = False
+    engine: AsyncEngine = field(init=False)
+    session: aiohttp.ClientSession = field(init=False)
+    transport: UpstreamTransport = field(init=False)
+    providers: dict[str, Provider] = field(init=False)
+    catalog: ModelCatalog = field(init=False)
+    resolver: ModelResolver = field(init=False)
+    keys: KeyCache = field(init=False)
+    key_service: KeyService = field(init=False)
+    usage: UsageRecorder = field(init=False)
+    redis: redis.Redis | None = None
+    emulators: list[RunningEmulator] = field(default_factory=list)
+    _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
+
+    async def start(self) -> None:
+        """Start every part; each registers its own close, so a failed start unwinds cleanly."""
+        settings = self.settings
+        stack = self._stack
+        self.engine = create_engine(settings.database_url)
+        stack.push_async_callback(self.engine.dispose)
+        sessions = session_factory(self.engine)
+        hasher = KeyHasher(load_pepper(settings))
+        self.keys = KeyCache(sessions, hasher, settings.key_cache_refresh_seconds)
+        await self.keys.start()
+        stack.push_async_callback(self.keys.close)
+        self.key_service = KeyService(sessions, hasher)
+        self.usage = UsageRecorder(
+            sessions, settings.usage_flush_seconds, settings.usage_batch_size
+        )
+        await self.usage.start()
+        stack.push_async_callback(self.usage.close)
+        if settings.redis_url:
+            client = redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+            self.redis = client
+            stack.push_async_callback(client.aclose)
+
+        timeouts = Timeouts(
+            connect=settings.upstream_connect_timeout_seconds,
+            read=settings.upstream_read_timeout_seconds,
+            total=settings.upstream_total_timeout_seconds,
+        )
+        self.session = create_session(timeouts, settings.upstream_max_connections)
+        stack.push_async_callback(self.session.close)
+        self.transport = UpstreamTransport(self.session)
+        self.providers = build_providers(settings, self.session, await self._start_emulators())
+        self.catalog = ModelCatalog(self.providers, settings.models_cache_seconds)
+        await self.catalog.start()
+        stack.push_async_callback(self.catalog.close)
+        self.resolver = ModelResolver(self.providers, self.catalog)
+        self.started = True
+
+    async def _start_emulators(self) -> EmulatorAddresses:
+        """Run the emulator of each provider that has no credentials (local development)."""
+        settings = self.settings
+        addresses = EmulatorAddresses()
+        if not settings.emulate_missing_providers:
+            return addresses
+        for kind, configured in (
+            ("gigachat", settings.gigachat_configured),
+            ("yandex", settings.yandex_configured),
+        ):
+            if configured:
+                continue
+            emulator = await start_emulator(kind, EmulatorOptions())  # type: ignore[arg-type]
+            self._stack.push_async_callback(emulator.close)
+            self.emulators.append(emulator)
+            setattr(addresses, kind, emulator.url)
+            log.warning(
+                "EMULATED PROVIDER: %s has no credentials; its built-in emulator answers at %s. "
+                "Replies are synthetic. Set its credentials to use the real service.",
+                kind,
+                emulator.url,
+            )
+        return addresses
+
+    async def close(self) -> None:
+        """Stop in the reverse order of start: usage is flushed before the database closes."""
+        self.started = False
+        await self._stack.aclose()
+
+    async def check_ready(self, timeout: float = 2.0) -> dict[str, str]:
+        """Reachability of each dependency, as ``{name: "ok" | reason}``."""
+        checks: dict[str, str] = {}
+        try:
+            await ping(self.engine, timeout)
+            checks["database"] = "ok"
+        except Exception as error:
+            checks["database"] = f"unreachable ({type(error).__name__})"
+        if self.redis is not None:
+            try:
+                await asyncio.wait_for(self.redis.ping(), timeout)
+                checks["redis"] = "ok"
+            except Exception as error:
+                checks["redis"] = f"unreachable ({type(error).__name__})"
+        return checks

@@ -1,0 +1,209 @@
+"""Usage records, written in batches off the request path.
+
+``record`` only appends to an in-memory queue. A background task writes the queue in batches,
+one multi-row INSERT each. A batch leaves the queue only once its transaction has committed, so a
+failed write is retried rather than lost; every event gets its id when it is recorded and the
+INSERT skips ids already present, so a retry after an ambiguous failure (committed, but the
+acknowledgement was lost) never writes a row twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from itertools import islice
+from typing import Any
+
+import msgspec
+from sqlalchemy import Insert, Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from xrouter.storage.models import UsageRecord, new_id, utc_now
+
+logger = logging.getLogger(__name__)
+
+USAGE_ID_PREFIX = "usage_"
+MAX_RETRY_DELAY_SECONDS = 30.0
+CLOSING_RETRY_DELAY_SECONDS = 0.2
+DEFAULT_CLOSE_TIMEOUT_SECONDS = 10.0
+# Both databases cap bound parameters per statement (SQLite 32766, PostgreSQL 32767).
+_MAX_PARAMETERS = 32_000
+_TABLE: Table = UsageRecord.metadata.tables[UsageRecord.__tablename__]
+
+
+class UsageEvent(msgspec.Struct, kw_only=True):
+    """One finished request, as the gateway reports it."""
+
+    request_id: str
+    key_id: str | None
+    model: str
+    provider: str
+    status_code: int
+    stream: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cached_tokens: int = 0
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+    error_code: str | None = None
+
+
+class UsageRecorder:
+    """Buffers usage events and writes them in batches in the background.
+
+    Call ``record`` from the event loop thread. Start with ``start()``; ``close()`` writes what
+    is left. Up to ``max_buffered`` events wait while the database is unavailable; beyond that
+    new events are dropped and counted in ``dropped``.
+    """
+
+    def __init__(
+        self,
+        session_factory: async_sessionmaker[AsyncSession],
+        flush_seconds: float,
+        batch_size: int,
+        max_buffered: int = 100_000,
+    ) -> None:
+        self._sessions = session_factory
+        self._flush_seconds = flush_seconds
+        columns = len(_TABLE.columns)
+        self._batch_size = max(1, min(batch_size, _MAX_PARAMETERS // columns))
+        self._max_buffered = max_buffered
+        self._buffer: deque[dict[str, Any]] = deque()
+        self._wake = asyncio.Event()
+        self._close_requested = asyncio.Event()
+        self._flush_lock = asyncio.Lock()
+        self._closing = False
+        self._failures = 0
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+        self.written = 0
+
+    @property
+    def pending(self) -> int:
+        """Events recorded but not yet committed to the database."""
+        return len(self._buffer)
+
+    def record(self, event: UsageEvent) -> None:
+        """Queue ``event`` for writing. O(1); never blocks, never raises."""
+        try:
+            if len(self._buffer) >= self._max_buffered:
+                self.dropped += 1
+                if self.dropped == 1 or self.dropped % 10_000 == 0:
+                    logger.error("usage buffer full: %d events dropped so far", self.dropped)
+                return
+            row = msgspec.structs.asdict(event)
+            row["id"] = new_id(USAGE_ID_PREFIX)
+            row["created_at"] = utc_now()
+            self._buffer.append(row)
+            if len(self._buffer) >= self._batch_size:
+                self._wake.set()
+        except Exception:
+            # Losing one usage row must never fail the request that produced it.
+            logger.exception("could not queue a usage event")
+
+    async def start(self) -> None:
+        """Start the background writer."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="xrouter-usage-recorder")
+
+    async def flush(self) -> bool:
+        """Write every waiting event now; False if a write failed (the rest stay queued)."""
+        async with self._flush_lock:  # two flushes at once would pop each other's batches
+            while self._buffer:
+                count = min(len(self._buffer), self._batch_size)
+                if not await self._write_batch(list(islice(self._buffer, count))):
+                    return False
+                # Only now, after the commit: until here a failure leaves the batch queued.
+                for _ in range(count):
+                    self._buffer.popleft()
+                self.written += count
+            return True
+
+    async def close(self, timeout: float = DEFAULT_CLOSE_TIMEOUT_SECONDS) -> None:
+        """Write what is left (retrying until ``timeout``), then stop."""
+        self._closing = True
+        self._wake.set()
+        self._close_requested.set()
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="xrouter-usage-recorder")
+        if not self._task.done():
+            try:
+                async with asyncio.timeout(timeout):
+                    await asyncio.shield(self._task)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        if self._buffer:
+            logger.error("usage recorder closed with %d unwritten events", len(self._buffer))
+
+    async def _write_batch(self, batch: list[dict[str, Any]]) -> bool:
+        try:
+            await self._write(batch)
+        except (DataError, IntegrityError):
+            await self._write_one_by_one(batch)
+        except Exception:
+            self._failures += 1
+            logger.warning(
+                "writing %d usage records failed (%d in a row); will retry",
+                len(batch),
+                self._failures,
+                exc_info=self._failures == 1,
+            )
+            return False
+        if self._failures:
+            logger.info("usage writes recovered after %d failures", self._failures)
+        self._failures = 0
+        return True
+
+    async def _run(self) -> None:
+        while True:
+            await self._wait()
+            if await self.flush() and self._closing:
+                return
+
+    async def _wait(self) -> None:
+        if self._failures:
+            if self._closing:
+                await asyncio.sleep(CLOSING_RETRY_DELAY_SECONDS)
+            else:
+                # Backing off: a full batch does not cut this short, closing does.
+                delay = min(self._flush_seconds * 2**self._failures, MAX_RETRY_DELAY_SECONDS)
+                await _wait_for(self._close_requested, delay)
+        elif not self._closing:
+            await _wait_for(self._wake, self._flush_seconds)
+        self._wake.clear()
+
+    async def _write(self, rows: list[dict[str, Any]]) -> None:
+        async with self._sessions() as session:
+            await session.execute(_insert_ignoring_duplicates(session, rows))
+            await session.commit()
+
+    async def _write_one_by_one(self, rows: list[dict[str, Any]]) -> None:
+        # One bad row (say, a NULL where a value is required) must not block the queue forever.
+        for row in rows:
+            try:
+                await self._write([row])
+            except (DataError, IntegrityError):
+                self.dropped += 1
+                logger.exception("dropping a usage record the database refuses: %r", row)
+
+
+async def _wait_for(event: asyncio.Event, timeout: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await event.wait()
+
+
+def _insert_ignoring_duplicates(session: AsyncSession, rows: list[dict[str, Any]]) -> Insert:
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(_TABLE).values(rows).on_conflict_do_nothing(index_elements=["id"])
+    if dialect == "sqlite":
+        return sqlite.insert(_TABLE).values(rows).on_conflict_do_nothing(index_elements=["id"])
+    raise NotImplementedError(f"usage records are not supported on {dialect}")
