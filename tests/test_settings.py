@@ -49,10 +49,10 @@ def test_yaml_file_and_environment_precedence(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = tmp_path / "xrouter.yaml"
-    config.write_text("port: 9100\nhost: 0.0.0.0\nlog_level: debug\n")
+    config.write_text("port: 9100\nhost: 127.0.0.2\nlog_level: debug\n")
     monkeypatch.setenv("XROUTER_PORT", "9200")
     settings = load_settings(config)
-    assert settings.host == "0.0.0.0"
+    assert settings.host == "127.0.0.2"
     assert settings.log_level == "debug"
     assert settings.port == 9200
 

@@ -60,7 +60,7 @@ class Runtime:
         self.keys = KeyCache(sessions, hasher, settings.key_cache_refresh_seconds)
         await self.keys.start()
         stack.push_async_callback(self.keys.close)
-        self.key_service = KeyService(sessions, hasher)
+        self.key_service = KeyService(sessions, hasher, cache=self.keys)
         self.usage = UsageRecorder(
             sessions, settings.usage_flush_seconds, settings.usage_batch_size
         )

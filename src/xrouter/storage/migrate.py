@@ -9,8 +9,9 @@ Making a new revision (developers): change ``xrouter/storage/models.py``, then r
 Without ``--database-url`` the comparison runs against a throwaway SQLite database migrated to
 head; pass ``--database-url postgresql+asyncpg://...`` to compare against PostgreSQL. The new
 file lands in ``xrouter/storage/migrations/versions/`` numbered after the latest one
-(``0002_add_users.py``). Review it: autogenerate misses renames and server defaults. Write
-operations that work on both databases (SQLite runs them in batch mode).
+(``0002_add_users.py``). Review it (autogenerate misses renames and server defaults), run
+``ruff format`` on it, and keep its operations valid on both databases (SQLite runs them in
+batch mode).
 """
 
 from __future__ import annotations

@@ -144,9 +144,10 @@ class UsageRecorder:
 
     async def _write_batch(self, batch: list[dict[str, Any]]) -> bool:
         try:
-            await self._write(batch)
-        except (DataError, IntegrityError):
-            await self._write_one_by_one(batch)
+            try:
+                await self._write(batch)
+            except (DataError, IntegrityError):
+                await self._write_one_by_one(batch)
         except Exception:
             self._failures += 1
             logger.warning(
@@ -173,7 +174,8 @@ class UsageRecorder:
                 await asyncio.sleep(CLOSING_RETRY_DELAY_SECONDS)
             else:
                 # Backing off: a full batch does not cut this short, closing does.
-                delay = min(self._flush_seconds * 2**self._failures, MAX_RETRY_DELAY_SECONDS)
+                backoff = 2 ** min(self._failures, 16)
+                delay = min(self._flush_seconds * backoff, MAX_RETRY_DELAY_SECONDS)
                 await _wait_for(self._close_requested, delay)
         elif not self._closing:
             await _wait_for(self._wake, self._flush_seconds)
