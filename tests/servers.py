@@ -12,11 +12,14 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 import uvicorn
+from sqlalchemy import select
 
 from xrouter.app import XRouterApp
 from xrouter.gateway.middleware import RequestContextMiddleware
 from xrouter.keys.service import CreatedKey
 from xrouter.settings import Settings
+from xrouter.storage.database import session_factory
+from xrouter.storage.models import UsageRecord
 
 T = TypeVar("T")
 
@@ -45,7 +48,7 @@ class RunningGateway:
     def __init__(self, settings: Settings, loop: BackgroundLoop) -> None:
         self.app = XRouterApp(settings)
         self.runtime = self.app.runtime
-        self._loop = loop
+        self.loop = loop
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
@@ -72,7 +75,7 @@ class RunningGateway:
 
     def create_key(self, name: str = "test") -> CreatedKey:
         """A new API key, returned once the running gateway accepts it."""
-        created: CreatedKey = self._loop.run(self.runtime.key_service.create(name))
+        created: CreatedKey = self.loop.run(self.runtime.key_service.create(name))
         deadline = time.monotonic() + 10
         while self.runtime.keys.lookup(created.key) is None:
             if time.monotonic() > deadline:
@@ -81,7 +84,22 @@ class RunningGateway:
         return created
 
     def revoke_key(self, key_id: str) -> None:
-        self._loop.run(self.runtime.key_service.revoke(key_id))
+        self.loop.run(self.runtime.key_service.revoke(key_id))
+
+    def usage_records(self, request_id: str, timeout: float = 5) -> list[UsageRecord]:
+        """The usage records of one request, once the recorder has written them."""
+
+        async def query() -> list[UsageRecord]:
+            async with session_factory(self.runtime.engine)() as session:
+                rows = await session.scalars(
+                    select(UsageRecord).where(UsageRecord.request_id == request_id)
+                )
+                return list(rows)
+
+        deadline = time.monotonic() + timeout
+        while not (found := self.loop.run(query())) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return found
 
     def stop(self) -> None:
         self._server.should_exit = True

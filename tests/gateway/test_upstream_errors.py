@@ -76,6 +76,8 @@ def test_upstream_status_is_mapped(
     )
     if expected_status == 429:
         assert int(response.headers["retry-after"]) >= 1
+    [record] = running.usage_records(response.headers["x-request-id"])
+    assert (record.status_code, record.error_code) == (expected_status, expected_code)
     text = response.text
     for secret in (GIGACHAT_EMULATOR_CREDENTIALS, YANDEX_EMULATOR_API_KEY):
         assert secret not in text

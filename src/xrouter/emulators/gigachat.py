@@ -5,7 +5,6 @@ Paths: ``/api/v2/oauth`` (OAuth), ``/api/v1/...`` (API). Wire format: PROTOCOLS.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import secrets
@@ -15,10 +14,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
 from aiohttp import web
 
 from xrouter.emulators import replies
+from xrouter.emulators.http import (
+    EmulatedApiError,
+    delay,
+    encode,
+    json_response,
+    read_json_object,
+    write_paced,
+)
 from xrouter.emulators.options import EmulatorOptions, ErrorInjector
 
 API_PREFIX = "/api/v1"
@@ -69,7 +75,6 @@ _MAX_LIVE_TOKENS = 100_000
 # Media requests may be up to 80 MB, so the body limit is the provider's, not aiohttp's 1 MB.
 _MAX_BODY_BYTES = 80 * 1024 * 1024
 _RETRY_AFTER_SECONDS = "1"
-_encode = msgspec.json.Encoder().encode
 
 
 @dataclass(slots=True)
@@ -115,20 +120,11 @@ class _State:
 _STATE_KEY = web.AppKey("gigachat_state", _State)
 
 
-class _ApiError(Exception):
-    def __init__(self, status: int, message: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message or ERROR_MESSAGES[status]
-
-
-def _json(payload: Any, status: int = 200) -> web.Response:
-    return web.Response(body=_encode(payload), status=status, content_type="application/json")
-
-
 def _api_error(status: int, message: str | None = None) -> web.Response:
     """The API host's error body: ``{"status": <code>, "message": <text>}``."""
-    response = _json({"status": status, "message": message or ERROR_MESSAGES[status]}, status)
+    response = json_response(
+        {"status": status, "message": message or ERROR_MESSAGES[status]}, status
+    )
     if status == 429:
         response.headers["Retry-After"] = _RETRY_AFTER_SECONDS
     return response
@@ -136,7 +132,7 @@ def _api_error(status: int, message: str | None = None) -> web.Response:
 
 def _oauth_error(status: int, code: int, message: str) -> web.Response:
     """The OAuth host's error body, which differs from the API's: ``{"code", "message"}``."""
-    return _json({"code": code, "message": message}, status)
+    return json_response({"code": code, "message": message}, status)
 
 
 async def _echo_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -144,11 +140,6 @@ async def _echo_headers(request: web.Request, response: web.StreamResponse) -> N
         value = request.headers.get(name)
         if value is not None:
             response.headers[name] = value
-
-
-async def _delay(options: EmulatorOptions) -> None:
-    if options.latency_ms:
-        await asyncio.sleep(options.latency_ms / 1000)
 
 
 # --- OAuth -------------------------------------------------------------------------------------
@@ -176,7 +167,7 @@ def _decode_basic(authorization: str) -> tuple[str, str] | None:
 async def _oauth(request: web.Request) -> web.StreamResponse:
     state = request.app[_STATE_KEY]
     state.stats.token_requests += 1
-    await _delay(state.options)
+    await delay(state.options)
     if not _is_uuid4(request.headers.get("RqUID", "")):
         # The docs name this case but not its body [I]; it keeps the OAuth body shape.
         return _oauth_error(400, 2, "RqUID header is missing or is not a uuid4")
@@ -192,17 +183,17 @@ async def _oauth(request: web.Request) -> web.StreamResponse:
     if expected is not None and authorization.partition(" ")[2].strip() != expected:
         return _oauth_error(401, 6, "credentials doesn't match db data")
     token, expires_at = state.issue_token()
-    return _json({"access_token": token, "expires_at": expires_at})
+    return json_response({"access_token": token, "expires_at": expires_at})
 
 
 async def _password_token(request: web.Request) -> web.StreamResponse:
     state = request.app[_STATE_KEY]
     state.stats.token_requests += 1
-    await _delay(state.options)
+    await delay(state.options)
     if _decode_basic(request.headers.get("Authorization", "")) is None:
         return _api_error(401)
     token, expires_at = state.issue_token()
-    return _json({"tok": token, "exp": expires_at})
+    return json_response({"tok": token, "exp": expires_at})
 
 
 # --- API plumbing ------------------------------------------------------------------------------
@@ -216,37 +207,27 @@ def _api(handler: _Handler) -> Callable[[web.Request], Awaitable[web.StreamRespo
     async def wrapped(request: web.Request) -> web.StreamResponse:
         state = request.app[_STATE_KEY]
         state.stats.api_requests += 1
-        await _delay(state.options)
+        await delay(state.options)
         if not state.token_is_valid(request.headers.get("Authorization")):
             return _api_error(401)
         if state.injector.should_fail():
             return _api_error(state.options.error_status)
         try:
             return await handler(request, state)
-        except _ApiError as error:
+        except EmulatedApiError as error:
             return _api_error(error.status, error.message)
 
     return wrapped
 
 
 async def _read_object(request: web.Request) -> dict[str, Any]:
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise _ApiError(413) from None
-    try:
-        body = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
-        raise _ApiError(400, "Bad request format: the body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise _ApiError(400, "Bad request format: the body must be a JSON object")
-    return body
+    return await read_json_object(request, "Bad request format")
 
 
 def _string_list(value: object, name: str) -> list[str]:
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list) or not items or not all(isinstance(i, str) for i in items):
-        raise _ApiError(422, f"Invalid params: {name} must be a non-empty list of strings")
+        raise EmulatedApiError(422, f"Invalid params: {name} must be a non-empty list of strings")
     return items
 
 
@@ -269,14 +250,16 @@ class _Chat:
 
 def _check_messages(messages: object) -> list[dict[str, Any]]:
     if not isinstance(messages, list) or not messages:
-        raise _ApiError(422, "Invalid params: messages must be a non-empty list")
+        raise EmulatedApiError(422, "Invalid params: messages must be a non-empty list")
     for index, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") not in _ROLES:
-            raise _ApiError(422, f"Invalid params: messages[{index}] has no valid role")
+            raise EmulatedApiError(422, f"Invalid params: messages[{index}] has no valid role")
         if not isinstance(message.get("content", ""), str):
-            raise _ApiError(422, f"Invalid params: messages[{index}].content must be a string")
+            raise EmulatedApiError(
+                422, f"Invalid params: messages[{index}].content must be a string"
+            )
         if message["role"] == "system" and index > 0:
-            raise _ApiError(422, "Invalid params: system message must be the first message")
+            raise EmulatedApiError(422, "Invalid params: system message must be the first message")
     return messages
 
 
@@ -287,33 +270,33 @@ def _check_number(
     if value is None:
         return
     if not isinstance(value, int | float) or isinstance(value, bool):
-        raise _ApiError(422, f"Invalid params: {name} must be a number")
+        raise EmulatedApiError(422, f"Invalid params: {name} must be a number")
     if value < low or (value == low and not low_allowed) or (high is not None and value > high):
         lower = f"[{low}" if low_allowed else f"({low}"
         upper = "+inf)" if high is None else f"{high}]"
-        raise _ApiError(422, f"Invalid params: {name} must be in range {lower}, {upper}")
+        raise EmulatedApiError(422, f"Invalid params: {name} must be in range {lower}, {upper}")
 
 
 def _parse_chat(body: dict[str, Any]) -> _Chat:
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise _ApiError(422, "Invalid params: model is required")
+        raise EmulatedApiError(422, "Invalid params: model is required")
     if model not in CHAT_MODEL_VERSIONS:
-        raise _ApiError(404)
+        raise EmulatedApiError(404)
     messages = _check_messages(body.get("messages"))
     _check_number(body, "repetition_penalty", 0, None)
     _check_number(body, "top_p", 0, 1, low_allowed=True)
     temperature = body.get("temperature")
     if isinstance(temperature, int | float) and temperature < 0:
-        raise _ApiError(422, "Invalid params: temperature must be in range (0, +inf)")
+        raise EmulatedApiError(422, "Invalid params: temperature must be in range (0, +inf)")
     max_tokens = body.get("max_tokens")
     if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
-        raise _ApiError(422, "Invalid params: max_tokens must be a positive integer")
+        raise EmulatedApiError(422, "Invalid params: max_tokens must be a positive integer")
     functions = body.get("functions") or []
     if not isinstance(functions, list) or not all(
         isinstance(item, dict) and isinstance(item.get("name"), str) for item in functions
     ):
-        raise _ApiError(422, "Invalid params: every function needs a name")
+        raise EmulatedApiError(422, "Invalid params: every function needs a name")
     return _Chat(
         model=model,
         messages=messages,
@@ -332,7 +315,7 @@ def _chosen_function(chat: _Chat) -> dict[str, Any] | None:
         for function in chat.functions:
             if function["name"] == wanted:
                 return function
-        raise _ApiError(422, f"Invalid params: function {wanted} is not among functions")
+        raise EmulatedApiError(422, f"Invalid params: function {wanted} is not among functions")
     return chat.functions[0]
 
 
@@ -347,7 +330,7 @@ def _answer(chat: _Chat) -> _Answer:
     conversation = [str(message.get("content", "")) for message in chat.messages]
     prompt_tokens = sum(replies.count_tokens(text) + 1 for text in conversation)
     if chat.functions:
-        prompt_tokens += replies.count_tokens(_encode(chat.functions).decode())
+        prompt_tokens += replies.count_tokens(encode(chat.functions).decode())
     last = chat.messages[-1]
     function = _chosen_function(chat)
     if function is not None:
@@ -358,7 +341,7 @@ def _answer(chat: _Chat) -> _Answer:
             "function_call": {"name": function["name"], "arguments": arguments},
             "functions_state_id": replies.state_id(conversation),
         }
-        completion = replies.count_tokens(_encode(arguments).decode()) + 1
+        completion = replies.count_tokens(encode(arguments).decode()) + 1
         return _Answer(message, "function_call", _usage(prompt_tokens, completion))
     if last["role"] == "function":
         text = replies.function_result_reply(str(last.get("name", "")), conversation[-1])
@@ -392,7 +375,7 @@ async def _chat_completions(request: web.Request, state: _State) -> web.StreamRe
     created = int(time.time())
     if not chat.stream:
         choice = {"message": answer.message, "index": 0, "finish_reason": answer.finish_reason}
-        return _json(
+        return json_response(
             {
                 "choices": [choice],
                 "created": created,
@@ -419,7 +402,7 @@ def _stream_frames(answer: _Answer, model: str, created: int, chunks: int) -> li
         if finish_reason is not None:
             choice["finish_reason"] = finish_reason
             chunk["usage"] = answer.usage
-        return b"data: " + _encode(chunk) + b"\n\n"
+        return b"data: " + encode(chunk) + b"\n\n"
 
     if "function_call" in answer.message:
         frames = [frame(answer.message, answer.finish_reason)]
@@ -437,19 +420,8 @@ def _stream_frames(answer: _Answer, model: str, created: int, chunks: int) -> li
 async def _stream(
     request: web.Request, options: EmulatorOptions, frames: list[bytes]
 ) -> web.StreamResponse:
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-    )
-    await response.prepare(request)
-    if not options.stream_delay_ms:
-        await response.write(b"".join(frames))
-    else:
-        for index, chunk in enumerate(frames):
-            if index:
-                await asyncio.sleep(options.stream_delay_ms / 1000)
-            await response.write(chunk)
-    await response.write_eof()
-    return response
+    headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    return await write_paced(request, options, headers, frames)
 
 
 # --- models, embeddings, tokens, balance -------------------------------------------------------
@@ -470,15 +442,15 @@ async def _models(request: web.Request, state: _State) -> web.StreamResponse:
 async def _model(request: web.Request, state: _State) -> web.StreamResponse:
     name = request.match_info["model"]
     if name not in CHAT_MODEL_VERSIONS and name not in EMBEDDING_DIMENSIONS:
-        raise _ApiError(404)
-    return _json(_model_object(name))
+        raise EmulatedApiError(404)
+    return json_response(_model_object(name))
 
 
 async def _embeddings(request: web.Request, state: _State) -> web.StreamResponse:
     body = await _read_object(request)
     model = body.get("model")
     if not isinstance(model, str) or model not in EMBEDDING_DIMENSIONS:
-        raise _ApiError(404)
+        raise EmulatedApiError(404)
     dimensions = EMBEDDING_DIMENSIONS[model]
     data = [
         {
@@ -489,22 +461,22 @@ async def _embeddings(request: web.Request, state: _State) -> web.StreamResponse
         }
         for index, text in enumerate(_string_list(body.get("input"), "input"))
     ]
-    return _json({"object": "list", "model": model, "data": data})
+    return json_response({"object": "list", "model": model, "data": data})
 
 
 async def _tokens_count(request: web.Request, state: _State) -> web.StreamResponse:
     body = await _read_object(request)
     model = body.get("model")
     if model not in CHAT_MODEL_VERSIONS and model not in EMBEDDING_DIMENSIONS:
-        raise _ApiError(404)
+        raise EmulatedApiError(404)
     counts = [
         {"object": "tokens", "tokens": replies.count_tokens(text), "characters": len(text)}
         for text in _string_list(body.get("input"), "input")
     ]
-    return _json(counts)
+    return json_response(counts)
 
 
-_BALANCE_BODY = _encode(
+_BALANCE_BODY = encode(
     {
         "balance": [
             {"usage": "GigaChat", "value": 50000},
@@ -527,7 +499,7 @@ def create_app(options: EmulatorOptions) -> web.Application:
     """
     app = web.Application(client_max_size=_MAX_BODY_BYTES)
     stats = GigaChatStats()
-    models_body = _encode({"object": "list", "data": [_model_object(n) for n in _ALL_MODELS]})
+    models_body = encode({"object": "list", "data": [_model_object(n) for n in _ALL_MODELS]})
     app[STATS_KEY] = stats
     app[_STATE_KEY] = _State(
         options=options,

@@ -6,16 +6,22 @@ the ``result`` wrapper and NDJSON streaming described in PROTOCOLS.md part B.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
 from aiohttp import web
 
 from xrouter.emulators import replies
+from xrouter.emulators.http import (
+    EmulatedApiError,
+    delay,
+    encode,
+    json_response,
+    read_json_object,
+    write_paced,
+)
 from xrouter.emulators.options import EmulatorOptions, ErrorInjector
 
 COMPLETION_PATH = "/foundationModels/v1/completion"
@@ -71,7 +77,6 @@ _ROLES = frozenset({"system", "user", "assistant"})
 _MESSAGE_KINDS = ("text", "toolCallList", "toolResultList")
 _NO_CREDENTIALS = "IAM token or API key has to be passed in request"
 _RETRY_AFTER_SECONDS = "1"
-_encode = msgspec.json.Encoder().encode
 
 
 @dataclass(slots=True)
@@ -95,17 +100,6 @@ class _State:
 _STATE_KEY = web.AppKey("yandex_state", _State)
 
 
-class _ApiError(Exception):
-    def __init__(self, status: int, message: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message or ERRORS[status][2]
-
-
-def _json(payload: Any, status: int = 200) -> web.Response:
-    return web.Response(body=_encode(payload), status=status, content_type="application/json")
-
-
 def _error(status: int, message: str | None = None) -> web.Response:
     """Yandex's REST error body: ``{"error": {grpcCode, httpCode, message, httpStatus, ...}}``."""
     grpc_code, http_status, default_message = ERRORS[status]
@@ -118,7 +112,7 @@ def _error(status: int, message: str | None = None) -> web.Response:
             "details": [],
         }
     }
-    response = _json(body, status)
+    response = json_response(body, status)
     if status == 429:
         response.headers["Retry-After"] = _RETRY_AFTER_SECONDS
     return response
@@ -151,9 +145,9 @@ def _authentication_problem(options: EmulatorOptions, authorization: str | None)
 def _check_folder(request: web.Request, options: EmulatorOptions, folder: str) -> None:
     header = request.headers.get("x-folder-id")
     if header is not None and header != folder:
-        raise _ApiError(403, f"Folder {header} from x-folder-id does not match model_uri")
+        raise EmulatedApiError(403, f"Folder {header} from x-folder-id does not match model_uri")
     if options.folder_id is not None and folder != options.folder_id:
-        raise _ApiError(403, f"Permission denied to folder {folder}")
+        raise EmulatedApiError(403, f"Permission denied to folder {folder}")
 
 
 # --- plumbing ----------------------------------------------------------------------------------
@@ -167,8 +161,7 @@ def _api(handler: _Handler) -> Callable[[web.Request], Awaitable[web.StreamRespo
     async def wrapped(request: web.Request) -> web.StreamResponse:
         state = request.app[_STATE_KEY]
         state.stats.api_requests += 1
-        if state.options.latency_ms:
-            await asyncio.sleep(state.options.latency_ms / 1000)
+        await delay(state.options)
         problem = _authentication_problem(state.options, request.headers.get("Authorization"))
         if problem is not None:
             return _error(401, problem)
@@ -176,24 +169,14 @@ def _api(handler: _Handler) -> Callable[[web.Request], Awaitable[web.StreamRespo
             return _error(state.options.error_status)
         try:
             return await handler(request, state)
-        except _ApiError as error:
+        except EmulatedApiError as error:
             return _error(error.status, error.message)
 
     return wrapped
 
 
 async def _read_object(request: web.Request) -> dict[str, Any]:
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise _ApiError(413) from None
-    try:
-        body = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
-        raise _ApiError(400, "Syntax error: the request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise _ApiError(400, "Syntax error: the request body must be a JSON object")
-    return body
+    return await read_json_object(request, "Syntax error")
 
 
 def _model_version(request: web.Request, state: _State, model_uri: object) -> str:
@@ -203,7 +186,7 @@ def _model_version(request: web.Request, state: _State, model_uri: object) -> st
     if match is not None:
         version = MODEL_VERSIONS.get((match["model"], match["branch"] or "latest"))
     if match is None or version is None:
-        raise _ApiError(400, "invalid model_uri")
+        raise EmulatedApiError(400, "invalid model_uri")
     _check_folder(request, state.options, match["folder"])
     return version
 
@@ -216,7 +199,7 @@ def _int64(value: object, name: str) -> int | None:
         return int(value)
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    raise _ApiError(400, f"invalid value for {name}: {value!r}")
+    raise EmulatedApiError(400, f"invalid value for {name}: {value!r}")
 
 
 # --- completion --------------------------------------------------------------------------------
@@ -234,16 +217,18 @@ class _Completion:
 
 def _check_messages(messages: object) -> list[dict[str, Any]]:
     if not isinstance(messages, list) or not messages:
-        raise _ApiError(400, "messages: must not be empty")
+        raise EmulatedApiError(400, "messages: must not be empty")
     for index, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") not in _ROLES:
-            raise _ApiError(400, f"messages[{index}].role: must be system, user or assistant")
+            raise EmulatedApiError(
+                400, f"messages[{index}].role: must be system, user or assistant"
+            )
         if sum(kind in message for kind in _MESSAGE_KINDS) != 1:
-            raise _ApiError(
+            raise EmulatedApiError(
                 400, f"messages[{index}]: exactly one of text, toolCallList, toolResultList"
             )
         if "text" in message and not isinstance(message["text"], str):
-            raise _ApiError(400, f"messages[{index}].text: must be a string")
+            raise EmulatedApiError(400, f"messages[{index}].text: must be a string")
     return messages
 
 
@@ -251,15 +236,15 @@ def _parse_completion(request: web.Request, state: _State, body: dict[str, Any])
     version = _model_version(request, state, body.get("modelUri"))
     options = body.get("completionOptions") or {}
     if not isinstance(options, dict):
-        raise _ApiError(400, "completionOptions: must be an object")
+        raise EmulatedApiError(400, "completionOptions: must be an object")
     temperature = options.get("temperature")
     if temperature is not None and (
         not isinstance(temperature, int | float) or not 0 <= temperature <= 1
     ):
-        raise _ApiError(400, "completionOptions.temperature: must be in range [0, 1]")
+        raise EmulatedApiError(400, "completionOptions.temperature: must be in range [0, 1]")
     max_tokens = _int64(options.get("maxTokens"), "completionOptions.maxTokens")
     if max_tokens is not None and max_tokens < 0:
-        raise _ApiError(400, "completionOptions.maxTokens: must not be negative")
+        raise EmulatedApiError(400, "completionOptions.maxTokens: must not be negative")
     tools = body.get("tools") or []
     if not isinstance(tools, list) or not all(
         isinstance(tool, dict)
@@ -267,7 +252,7 @@ def _parse_completion(request: web.Request, state: _State, body: dict[str, Any])
         and isinstance(tool["function"].get("name"), str)
         for tool in tools
     ):
-        raise _ApiError(400, "tools: every tool needs function.name")
+        raise EmulatedApiError(400, "tools: every tool needs function.name")
     return _Completion(
         version=version,
         messages=_check_messages(body.get("messages")),
@@ -293,12 +278,12 @@ def _chosen_tool(completion: _Completion) -> dict[str, Any] | None:
     for function in functions:
         if function["name"] == wanted:
             return function
-    raise _ApiError(400, f"toolChoice.functionName: unknown function {wanted}")
+    raise EmulatedApiError(400, f"toolChoice.functionName: unknown function {wanted}")
 
 
 def _message_text(message: dict[str, Any]) -> str:
     text = message.get("text")
-    return text if isinstance(text, str) else _encode(message).decode()
+    return text if isinstance(text, str) else encode(message).decode()
 
 
 def _tool_result_reply(message: dict[str, Any]) -> str:
@@ -328,7 +313,7 @@ def _alternative(completion: _Completion) -> _Alternative:
         arguments = replies.arguments_from_schema(tool.get("parameters"), last["text"])
         call = {"functionCall": {"name": tool["name"], "arguments": arguments}}
         message = {"role": "assistant", "toolCallList": {"toolCalls": [call]}}
-        text = _encode(arguments).decode()
+        text = encode(arguments).decode()
         return _Alternative(message, "ALTERNATIVE_STATUS_TOOL_CALLS", text, prompt_tokens)
     if "toolResultList" in last:
         text = _tool_result_reply(last)
@@ -361,7 +346,7 @@ def _result(message: dict[str, Any], status: str, usage: tuple[int, int], versio
         },
         "modelVersion": version,
     }
-    return _encode({"result": result})
+    return encode({"result": result})
 
 
 async def _completion(request: web.Request, state: _State) -> web.StreamResponse:
@@ -390,17 +375,7 @@ async def _completion(request: web.Request, state: _State) -> web.StreamResponse
 async def _write_lines(
     request: web.Request, options: EmulatorOptions, lines: list[bytes]
 ) -> web.StreamResponse:
-    response = web.StreamResponse(headers={"Content-Type": "application/json"})
-    await response.prepare(request)
-    if not options.stream_delay_ms:
-        await response.write(b"".join(lines))
-    else:
-        for index, line in enumerate(lines):
-            if index:
-                await asyncio.sleep(options.stream_delay_ms / 1000)
-            await response.write(line)
-    await response.write_eof()
-    return response
+    return await write_paced(request, options, {"Content-Type": "application/json"}, lines)
 
 
 # --- embeddings and tokenizer ------------------------------------------------------------------
@@ -411,18 +386,18 @@ async def _text_embedding(request: web.Request, state: _State) -> web.StreamResp
     model_uri = body.get("modelUri")
     match = _EMB_URI.fullmatch(model_uri) if isinstance(model_uri, str) else None
     if match is None or match["model"] not in EMBEDDING_VERSIONS:
-        raise _ApiError(400, "invalid model_uri")
+        raise EmulatedApiError(400, "invalid model_uri")
     if (match["branch"] or "latest") != "latest":
-        raise _ApiError(400, "invalid model_uri")
+        raise EmulatedApiError(400, "invalid model_uri")
     _check_folder(request, state.options, match["folder"])
     text = body.get("text")
     if not isinstance(text, str) or not text:
-        raise _ApiError(400, "text: must not be empty")
+        raise EmulatedApiError(400, "text: must not be empty")
     dimensions = _int64(body.get("dim"), "dim")
     if dimensions not in (None, EMBEDDING_DIMENSIONS):
-        raise _ApiError(400, f"dim: only {EMBEDDING_DIMENSIONS} is supported")
+        raise EmulatedApiError(400, f"dim: only {EMBEDDING_DIMENSIONS} is supported")
     vector = replies.embedding_vector(text, EMBEDDING_DIMENSIONS, match["model"])
-    return _json(
+    return json_response(
         {
             "embedding": vector,
             "numTokens": str(replies.count_tokens(text)),
@@ -436,12 +411,12 @@ async def _tokenize(request: web.Request, state: _State) -> web.StreamResponse:
     version = _model_version(request, state, body.get("modelUri"))
     text = body.get("text")
     if not isinstance(text, str):
-        raise _ApiError(400, "text: must be a string")
+        raise EmulatedApiError(400, "text: must be a string")
     tokens = [
         {"id": str(replies.token_id(piece)), "text": piece, "special": False}
         for piece in replies.tokenize(text)
     ]
-    return _json({"tokens": tokens, "modelVersion": version})
+    return json_response({"tokens": tokens, "modelVersion": version})
 
 
 def create_app(options: EmulatorOptions) -> web.Application:

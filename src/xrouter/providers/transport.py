@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from time import time
 
 import aiohttp
 
-from xrouter.errors import UpstreamError
+from xrouter.errors import GatewayError, UpstreamError
 from xrouter.providers.base import Provider, UpstreamRequest
 
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024
@@ -54,9 +55,26 @@ class UpstreamTransport:
 
     async def send(self, provider: Provider, request: UpstreamRequest) -> bytes:
         """Send a request and return the body of a 2xx answer; anything else raises."""
-        for attempt in (1, 2):
-            headers = await self._headers(provider, request)
-            try:
+        async with self._exchange(provider, request) as response:
+            return await _read_limited(response, MAX_RESPONSE_BYTES, provider)
+
+    async def stream_lines(
+        self, provider: Provider, request: UpstreamRequest
+    ) -> AsyncIterator[bytes]:
+        """Send a request and yield the lines of a 2xx streamed answer as they arrive."""
+        async with self._exchange(provider, request) as response:
+            async for line in response.content:
+                yield line.rstrip(b"\r\n")
+
+    @asynccontextmanager
+    async def _exchange(
+        self, provider: Provider, request: UpstreamRequest
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """The 2xx response to ``request``. A refused credential is renewed and tried once
+        more; failures below HTTP become ``UpstreamError``s."""
+        try:
+            for attempt in (1, 2):
+                headers = {**request.headers, **(await provider.auth_headers())}
                 async with self._session.request(
                     request.method,
                     request.url,
@@ -65,54 +83,16 @@ class UpstreamTransport:
                     ssl=_ssl_option(provider),
                 ) as response:
                     if response.status < 300:
-                        return await _read_limited(response, MAX_RESPONSE_BYTES, provider)
-                    if await self._should_reauthenticate(provider, response.status, attempt):
+                        yield response
+                        return
+                    if attempt == 1 and response.status in provider.reauthenticate_on:
+                        await provider.invalidate_credentials()
                         continue
                     raise await _error_from(provider, response)
-            except UpstreamError:
-                raise
-            except Exception as error:
-                raise transport_error(provider.name, error) from error
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def stream_lines(
-        self, provider: Provider, request: UpstreamRequest
-    ) -> AsyncIterator[bytes]:
-        """Send a request and yield the lines of a 2xx streamed answer as they arrive."""
-        for attempt in (1, 2):
-            headers = await self._headers(provider, request)
-            try:
-                async with self._session.request(
-                    request.method,
-                    request.url,
-                    data=request.body,
-                    headers=headers,
-                    ssl=_ssl_option(provider),
-                ) as response:
-                    if response.status >= 300:
-                        if await self._should_reauthenticate(provider, response.status, attempt):
-                            continue
-                        raise await _error_from(provider, response)
-                    async for line in response.content:
-                        yield line.rstrip(b"\r\n")
-                    return
-            except UpstreamError:
-                raise
-            except (GeneratorExit, asyncio.CancelledError):
-                raise
-            except Exception as error:
-                raise transport_error(provider.name, error) from error
-
-    @staticmethod
-    async def _headers(provider: Provider, request: UpstreamRequest) -> dict[str, str]:
-        return {**request.headers, **(await provider.auth_headers())}
-
-    @staticmethod
-    async def _should_reauthenticate(provider: Provider, status: int, attempt: int) -> bool:
-        if attempt == 1 and status in provider.reauthenticate_on:
-            await provider.invalidate_credentials()
-            return True
-        return False
+        except GatewayError:
+            raise
+        except Exception as error:
+            raise transport_error(provider.name, error) from error
 
 
 def _ssl_option(provider: Provider) -> ssl.SSLContext | bool:

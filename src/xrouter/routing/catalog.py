@@ -11,6 +11,7 @@ from xrouter.gateway.wire import ModelCard
 from xrouter.providers.base import ModelTarget, Provider
 
 log = logging.getLogger(__name__)
+UNKNOWN_RETRY_SECONDS = 10.0
 
 
 class ModelCatalog:
@@ -62,7 +63,10 @@ class ModelCatalog:
 
     async def _refresh_forever(self) -> None:
         while True:
-            await asyncio.sleep(self._refresh_seconds)
+            # A provider whose list is still unknown is asked again soon, not in minutes.
+            unknown = any(name not in self._cards for name in self._providers)
+            pause = min(self._refresh_seconds, UNKNOWN_RETRY_SECONDS) if unknown else None
+            await asyncio.sleep(pause or self._refresh_seconds)
             await self.refresh()
 
 
