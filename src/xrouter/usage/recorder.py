@@ -10,6 +10,7 @@ acknowledgement was lost) never writes a row twice.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import contextlib
 import logging
 from collections import deque
@@ -82,11 +83,18 @@ class UsageRecorder:
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
         self.written = 0
+        self._id_prefix = new_id(USAGE_ID_PREFIX)
+        self._sequence = itertools.count(1)
 
     @property
     def pending(self) -> int:
         """Events recorded but not yet committed to the database."""
         return len(self._buffer)
+
+    def _next_id(self) -> str:
+        # A random per-recorder prefix and a counter: unique across processes without a
+        # system call per request (random ids cost a getrandom() each).
+        return f"{self._id_prefix}{next(self._sequence):x}"
 
     def record(self, event: UsageEvent) -> None:
         """Queue ``event`` for writing. O(1); never blocks, never raises."""
@@ -97,7 +105,7 @@ class UsageRecorder:
                     logger.error("usage buffer full: %d events dropped so far", self.dropped)
                 return
             row = msgspec.structs.asdict(event)
-            row["id"] = new_id(USAGE_ID_PREFIX)
+            row["id"] = self._next_id()
             row["created_at"] = utc_now()
             self._buffer.append(row)
             if len(self._buffer) >= self._batch_size:
