@@ -1,4 +1,4 @@
-"""The ``xrouter`` command: serve, emulate, db, keys."""
+"""The ``xrouter`` command: serve, emulate, db, keys, users, oauth-clients."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from xrouter import __version__
+from xrouter.auth import cli as auth_cli
 from xrouter.emulators import cli as emulate_cli
 from xrouter.keys import cli as keys_cli
 from xrouter.settings import ConfigurationError, Settings, load_settings
@@ -38,6 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys = commands.add_parser("keys", help="create, list and revoke API keys", parents=[config])
     keys_cli.add_arguments(keys)
+
+    users = commands.add_parser("users", help="create web UI / OAuth accounts", parents=[config])
+    auth_cli.add_user_arguments(users)
+    clients = commands.add_parser(
+        "oauth-clients", help="register and list OAuth clients", parents=[config]
+    )
+    auth_cli.add_client_arguments(clients)
     return parser
 
 
@@ -54,6 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(settings)
     if args.command == "db":
         return db_cli.run(args, settings)
+    if args.command == "users":
+        return auth_cli.run_users(args, settings)
+    if args.command == "oauth-clients":
+        return auth_cli.run_clients(args, settings)
     return keys_cli.run(args, settings)
 
 

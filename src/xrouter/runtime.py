@@ -13,13 +13,18 @@ from dataclasses import dataclass, field
 
 import aiohttp
 import redis.asyncio as redis
+from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from xrouter.auth.components import AuthComponents, start_auth
+from xrouter.auth.tokens import AccessTokens
 from xrouter.emulators.options import EmulatorOptions
 from xrouter.emulators.server import RunningEmulator, start_emulator
 from xrouter.keys.cache import KeyCache
 from xrouter.keys.hashing import KeyHasher, load_pepper
 from xrouter.keys.service import KeyService
+from xrouter.limits.build import build_limiter
+from xrouter.limits.limiter import RateLimiter
 from xrouter.providers.base import Provider
 from xrouter.providers.registry import EmulatorAddresses, build_providers
 from xrouter.providers.transport import Timeouts, UpstreamTransport, create_session
@@ -45,7 +50,13 @@ class Runtime:
     keys: KeyCache = field(init=False)
     key_service: KeyService = field(init=False)
     usage: UsageRecorder = field(init=False)
+    auth: AuthComponents = field(init=False)
+    # The /v1 token check; None until started.
+    access_tokens: AccessTokens | None = None
     redis: redis.Redis | None = None
+    limiter: RateLimiter = field(init=False)
+    # Every Prometheus metric of this worker; served at GET /metrics.
+    metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
     emulators: list[RunningEmulator] = field(default_factory=list)
     _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
 
@@ -56,7 +67,8 @@ class Runtime:
         self.engine = create_engine(settings.database_url)
         stack.push_async_callback(self.engine.dispose)
         sessions = session_factory(self.engine)
-        hasher = KeyHasher(load_pepper(settings))
+        pepper = load_pepper(settings)
+        hasher = KeyHasher(pepper)
         self.keys = KeyCache(sessions, hasher, settings.key_cache_refresh_seconds)
         await self.keys.start()
         stack.push_async_callback(self.keys.close)
@@ -70,6 +82,10 @@ class Runtime:
             client = redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
             self.redis = client
             stack.push_async_callback(client.aclose)
+        self.auth = await start_auth(
+            settings, sessions, pepper, self.redis, self.key_service, stack
+        )
+        self.access_tokens = self.auth.tokens
 
         timeouts = Timeouts(
             connect=settings.upstream_connect_timeout_seconds,
@@ -79,6 +95,8 @@ class Runtime:
         self.session = create_session(timeouts, settings.upstream_max_connections)
         stack.push_async_callback(self.session.close)
         self.transport = UpstreamTransport(self.session)
+        self.limiter = build_limiter(settings, self.metrics, self.session)
+        stack.push_async_callback(self.limiter.close)
         self.providers = build_providers(settings, self.session, await self._start_emulators())
         self.catalog = ModelCatalog(self.providers, settings.models_cache_seconds)
         await self.catalog.start()

@@ -6,11 +6,20 @@ Every field can be set as ``XROUTER_<FIELD>`` (upper case) or as a key of the YA
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,11 +30,22 @@ from pydantic_settings import (
 GIGACHAT_API_URL = "https://gigachat.devices.sberbank.ru/api/v1"
 GIGACHAT_AUTH_URL = "https://ngw.devices.sberbank.ru:9443/api/v2/oauth"
 YANDEX_API_URL = "https://llm.api.cloud.yandex.net"
+YANDEX_IAM_URL = "https://iam.api.cloud.yandex.net/iam/v1/tokens"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./xrouter.db"
 
 
 class ConfigurationError(Exception):
     """Invalid configuration; the message is one line that names the setting."""
+
+
+class RateQuota(BaseModel):
+    """Requests per minute, tokens per minute and tokens per day; None: no such limit."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+    tpd: int | None = Field(default=None, ge=1)
 
 
 class Settings(BaseSettings):
@@ -60,8 +80,53 @@ class Settings(BaseSettings):
     usage_flush_seconds: float = Field(default=1.0, gt=0)
     usage_batch_size: int = Field(default=500, ge=1)
 
+    # Rate limits (README "Rate limits"). A limit left unset does not apply. Keys' own limits
+    # (``xrouter keys create --rpm ...``) replace the per-key defaults below.
+    rate_limit_backend: Literal["auto", "memory", "redis"] = "auto"  # auto: redis if redis_url
+    rate_limit_key_rpm: int | None = Field(default=None, ge=1)
+    rate_limit_key_tpm: int | None = Field(default=None, ge=1)
+    rate_limit_key_tpd: int | None = Field(default=None, ge=1)
+    # Shared by all keys of one owner.
+    rate_limit_user_rpm: int | None = Field(default=None, ge=1)
+    rate_limit_user_tpm: int | None = Field(default=None, ge=1)
+    rate_limit_user_tpd: int | None = Field(default=None, ge=1)
+    # Global, across all callers: by public model id ("gigachat/GigaChat-Pro") and by provider.
+    rate_limit_models: dict[str, RateQuota] = Field(default_factory=dict)
+    rate_limit_providers: dict[str, RateQuota] = Field(default_factory=dict)
+    # Completion tokens reserved for a request that sets no max_tokens (settled afterwards).
+    rate_limit_completion_tokens: int = Field(default=1024, ge=1)
+    # Redis slower than this counts as unavailable and the failure policy applies.
+    rate_limit_redis_timeout_ms: float = Field(default=5.0, gt=0, le=60_000)
+    rate_limit_redis_retry_seconds: float = Field(default=1.0, gt=0, le=300)
+    rate_limit_failure_policy: Literal["open", "closed"] = "open"
+    # Instances sharing the Redis limits: while Redis is down each enforces 1/N of every limit.
+    rate_limit_instances: int = Field(default=1, ge=1, le=10_000)
+    rate_limit_webhook_url: str | None = None
+    # Remaining-quota gauges are exported for at most this many of the busiest limits.
+    rate_limit_metrics_top: int = Field(default=20, ge=0, le=1000)
+
+    # OAuth authorization server. The issuer is the public base URL (tokens' ``iss``); unset,
+    # it is http://HOST:PORT. The audience (tokens' ``aud``) defaults to the issuer + "/v1".
+    oauth_issuer: str | None = None
+    oauth_audience: str | None = None
+    oauth_access_token_ttl_seconds: int = Field(default=365 * 86400, ge=60)
+    oauth_code_ttl_seconds: int = Field(default=60, ge=1, le=600)
+    oauth_signing_key_rotation_days: float = Field(default=90.0, gt=0)
+    # How often each instance picks up revocations made elsewhere (Redis pushes them at once).
+    oauth_revocation_poll_seconds: float = Field(default=0.5, gt=0, le=60)
+    oauth_token_cache_size: int = Field(default=10_000, ge=0)
+    ui_session_hours: float = Field(default=12.0, gt=0)
+    # Unset: cookies are Secure exactly when the request came over TLS.
+    cookie_secure: bool | None = None
+    login_attempts_per_account: int = Field(default=5, ge=1)
+    login_attempts_per_ip: int = Field(default=30, ge=1)
+    login_attempt_window_seconds: float = Field(default=900.0, gt=0)
+
     gigachat_credentials: SecretStr | None = None
     gigachat_access_token: SecretStr | None = None
+    # User/password auth (POST {base_url}/token), an alternative to the authorization key.
+    gigachat_user: str | None = None
+    gigachat_password: SecretStr | None = None
     gigachat_scope: Literal["GIGACHAT_API_PERS", "GIGACHAT_API_B2B", "GIGACHAT_API_CORP"] = (
         "GIGACHAT_API_PERS"
     )
@@ -72,15 +137,35 @@ class Settings(BaseSettings):
 
     yandex_api_key: SecretStr | None = None
     yandex_iam_token: SecretStr | None = None
+    # A service account's authorized key (JSON from ``yc iam key create``), exchanged for IAM
+    # tokens at ``yandex_iam_url``: the alternative to a fixed API key or IAM token.
+    yandex_service_account_key_file: Path | None = None
+    yandex_iam_url: str = YANDEX_IAM_URL
     yandex_folder_id: str | None = None
     yandex_base_url: str = YANDEX_API_URL
+    # Off: every request asks Yandex not to log prompts and answers (x-data-logging-enabled).
+    yandex_data_logging: bool = False
 
-    @field_validator("gigachat_base_url", "gigachat_auth_url", "yandex_base_url")
+    @field_validator("gigachat_base_url", "gigachat_auth_url", "yandex_base_url", "yandex_iam_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("oauth_issuer", "oauth_audience")
+    @classmethod
+    def _issuer_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/") if value else None
+
+    @field_validator("key_pepper")
+    @classmethod
+    def _pepper_length(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -96,6 +181,13 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value or None
 
+    @field_validator("rate_limit_webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value or None
+
     @field_validator("gigachat_ca_bundle")
     @classmethod
     def _ca_bundle_exists(cls, value: Path | None) -> Path | None:
@@ -103,12 +195,54 @@ class Settings(BaseSettings):
             raise ValueError(f"file {value} does not exist")
         return value
 
+    @field_validator("yandex_service_account_key_file")
+    @classmethod
+    def _authorized_key_readable(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        if not value.is_file():
+            raise ValueError(f"file {value} does not exist")
+        try:
+            key = json.loads(value.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise ValueError(f"file {value} is not a readable JSON authorized key") from None
+        fields = ("id", "service_account_id", "private_key")
+        if not isinstance(key, dict) or not all(isinstance(key.get(f), str) for f in fields):
+            raise ValueError(f"file {value} needs id, service_account_id and private_key")
+        return value
+
+    @model_validator(mode="after")
+    def _gigachat_user_needs_password(self) -> Settings:
+        if bool(self.gigachat_user) != bool(self.gigachat_password):
+            raise ValueError("gigachat_password: set both a GigaChat user and password, or neither")
+        return self
+
     @model_validator(mode="after")
     def _yandex_needs_folder(self) -> Settings:
-        if (self.yandex_api_key or self.yandex_iam_token) and not self.yandex_folder_id:
-            raise ValueError("yandex_folder_id: required when a Yandex API key or IAM token is set")
-        if self.yandex_api_key and self.yandex_iam_token:
-            raise ValueError("yandex_iam_token: set either an API key or an IAM token, not both")
+        credentials = [
+            name
+            for name, value in (
+                ("yandex_api_key", self.yandex_api_key),
+                ("yandex_iam_token", self.yandex_iam_token),
+                ("yandex_service_account_key_file", self.yandex_service_account_key_file),
+            )
+            if value
+        ]
+        if credentials and not self.yandex_folder_id:
+            raise ValueError(
+                "yandex_folder_id: required with a Yandex API key, IAM token or service account key"
+            )
+        if len(credentials) > 1:
+            raise ValueError(
+                f"{credentials[1]}: set one Yandex credential (API key, IAM token or service "
+                "account key), not several"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _redis_backend_needs_url(self) -> Settings:
+        if self.rate_limit_backend == "redis" and not self.redis_url:
+            raise ValueError("rate_limit_backend: 'redis' needs XROUTER_REDIS_URL")
         return self
 
     @property
@@ -116,12 +250,32 @@ class Settings(BaseSettings):
         return self.database_url.startswith("sqlite")
 
     @property
+    def issuer(self) -> str:
+        """The OAuth issuer identifier: the configured one, else this server's own address."""
+        if self.oauth_issuer:
+            return self.oauth_issuer
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host  # noqa: S104
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def audience(self) -> str:
+        """The ``aud`` of access tokens: the resource they are for, the ``/v1`` API."""
+        return self.oauth_audience or f"{self.issuer}/v1"
+
+    @property
     def gigachat_configured(self) -> bool:
-        return bool(self.gigachat_credentials or self.gigachat_access_token)
+        return bool(
+            self.gigachat_credentials
+            or self.gigachat_access_token
+            or (self.gigachat_user and self.gigachat_password)
+        )
 
     @property
     def yandex_configured(self) -> bool:
-        return bool(self.yandex_api_key or self.yandex_iam_token)
+        return bool(
+            self.yandex_api_key or self.yandex_iam_token or self.yandex_service_account_key_file
+        )
 
     @classmethod
     def settings_customise_sources(

@@ -160,3 +160,62 @@ def test_sync_sdk_round_trip(threaded_emulator: RunningEmulator) -> None:
         assert client.get_model("GigaChat-2").id_ == "GigaChat-2"
         assert len(client.embeddings(["текст"], model="EmbeddingsGigaR").data[0].embedding) == 2560
         assert client.tokens_count(["один два"])[0].tokens == 2
+
+
+async def test_async_sdk_function_round_trip_and_stream(start: Start) -> None:
+    """The SDK's own function messages (object arguments, state id, JSON result) are accepted."""
+    emulator = await start("gigachat")
+    client = _client(emulator.url)
+    function = Function(
+        name="get_time",
+        description="Текущее время",
+        parameters=FunctionParameters(type="object", properties={}),
+    )
+    question = Messages(role=MessagesRole.USER, content="Который час?")
+    try:
+        first = await client.achat(Chat(messages=[question], functions=[function]))
+        called = first.choices[0].message
+        result = Messages(role=MessagesRole.FUNCTION, name="get_time", content='{"time": "12:00"}')
+        follow_up = Chat(messages=[question, called, result], functions=[function])
+        answer = await client.achat(follow_up)
+        streamed = [
+            chunk async for chunk in client.astream(Chat(messages=[question], functions=[function]))
+        ]
+    finally:
+        await client.aclose()
+    assert called.functions_state_id
+    assert answer.choices[0].finish_reason == "stop"
+    assert "12:00" in answer.choices[0].message.content
+    [chunk] = streamed
+    assert chunk.choices[0].finish_reason == "function_call"
+    assert chunk.choices[0].delta.function_call is not None
+    assert chunk.choices[0].delta.function_call.name == "get_time"
+    assert chunk.choices[0].delta.functions_state_id == called.functions_state_id
+
+
+async def test_async_sdk_user_password_and_access_token(start: Start) -> None:
+    emulator = await start("gigachat")
+    with_password = GigaChat(
+        base_url=f"{emulator.url}{GIGACHAT_API_PATH}",
+        user="xrouter",
+        password="secret",
+        verify_ssl_certs=False,
+        model="GigaChat",
+    )
+    try:
+        assert (await with_password.achat("Привет")).choices[0].message.content
+        token = with_password.token
+    finally:
+        await with_password.aclose()
+    assert emulator.app[STATS_KEY].password_token_requests == 1
+    with_token = GigaChat(
+        base_url=f"{emulator.url}{GIGACHAT_API_PATH}",
+        access_token=token,
+        verify_ssl_certs=False,
+        model="GigaChat",
+    )
+    try:
+        assert (await with_token.aget_models()).data
+    finally:
+        await with_token.aclose()
+    assert emulator.app[STATS_KEY].token_requests == 1

@@ -99,3 +99,34 @@ def test_embedded_database_is_migrated_on_first_use(
 def test_empty_name_is_refused(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     assert _run(settings, "create", "--name", " ") == 1
     assert "must not be empty" in capsys.readouterr().err
+
+
+def test_create_with_limits_then_update_them(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _run(settings, "create", "--name", "lim", "--rpm", "60", "--tpm", "5000", "--json") == 0
+    key_id = json.loads(capsys.readouterr().out)["id"]
+
+    assert _run(settings, "list", "--json") == 0
+    listed = json.loads(capsys.readouterr().out)[0]
+    assert (listed["rpm"], listed["tpm"], listed["tpd"]) == (60, 5000, None)
+
+    assert _run(settings, "update", key_id, "--tpm", "default", "--tpd", "100000") == 0
+    assert "rpm=60 tpd=100000" in capsys.readouterr().out
+
+    assert _run(settings, "list") == 0
+    table = capsys.readouterr().out
+    assert "LIMITS" in table
+    assert "rpm=60 tpd=100000" in table
+
+
+def test_bad_limits_are_clear_errors(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _run(settings, "create", "--name", "x", "--rpm", "0") == 1
+    assert "rpm limit must be between 1" in capsys.readouterr().err
+    assert _run(settings, "update", "key_nosuchkey000000", "--rpm", "3") == 1
+    assert "key_nosuchkey000000" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _run(settings, "update", "key_nosuchkey000000", "--rpm", "lots")
+    assert "expected a number or 'default'" in capsys.readouterr().err

@@ -9,7 +9,7 @@ import pytest
 
 from xrouter.keys.format import generate_key
 from xrouter.keys.hashing import KeyHasher, load_pepper
-from xrouter.settings import ConfigurationError, Settings
+from xrouter.settings import ConfigurationError, Settings, load_settings
 
 PEPPER = b"0123456789abcdef0123456789abcdef"
 
@@ -46,9 +46,10 @@ def test_pepper_from_settings(tmp_path: Path) -> None:
     assert not file.exists()
 
 
-def test_short_pepper_setting_is_a_configuration_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigurationError, match="XROUTER_KEY_PEPPER"):
-        load_pepper(Settings(key_pepper="short", key_pepper_file=tmp_path / "p"))
+def test_short_pepper_setting_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XROUTER_KEY_PEPPER", "short")
+    with pytest.raises(ConfigurationError, match="XROUTER_KEY_PEPPER: must be at least 16"):
+        load_settings()
 
 
 def test_pepper_file_is_created_once_with_owner_only_access(tmp_path: Path) -> None:

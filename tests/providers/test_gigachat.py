@@ -152,7 +152,10 @@ def test_malformed_response_is_502(provider: GigaChatProvider) -> None:
     [
         (400, 400, False),
         (401, 502, False),
+        (402, 402, True),
+        (403, 502, True),
         (404, 404, False),
+        (413, 413, False),
         (422, 400, False),
         (429, 429, True),
         (500, 502, True),
@@ -166,7 +169,53 @@ def test_error_mapping(
     error = provider.error(status, body, 7.0 if status == 429 else None)
     assert error.status == client_status
     assert error.retryable is retryable
-    if status == 401:
-        assert "secret-ish" not in error.message  # credentials errors never echo upstream text
+    if status in {401, 402, 403}:
+        assert "secret-ish" not in error.message  # account errors never echo upstream text
     if status == 429:
         assert error.headers["retry-after"] == "7"
+
+
+def test_json_schema_response_format_is_passed_on(provider: GigaChatProvider) -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}}
+    request = chat(
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "city", "schema": schema, "strict": True},
+        }
+    )
+    sent = json.loads(provider.chat_request(request, TARGET).body or b"")
+    assert sent["response_format"] == {"type": "json_schema", "schema": schema, "strict": True}
+    plain = json.loads(
+        provider.chat_request(chat(response_format={"type": "text"}), TARGET).body or b""
+    )
+    assert "response_format" not in plain
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "param"),
+    [
+        ("response_format", {"type": "json_object"}, "response_format"),
+        (
+            "response_format",
+            {"type": "json_schema", "json_schema": {"name": "x"}},
+            "response_format.json_schema",
+        ),
+        ("reasoning_effort", "minimal", "reasoning_effort"),
+        ("frequency_penalty", 0.3, "frequency_penalty"),
+    ],
+)
+def test_values_gigachat_cannot_honour_are_refused(
+    provider: GigaChatProvider, field: str, value: object, param: str
+) -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        provider.chat_request(chat(**{field: value}), TARGET)
+    assert caught.value.param == param
+
+
+def test_reasoning_effort_and_neutral_values_are_passed_or_dropped(
+    provider: GigaChatProvider,
+) -> None:
+    request = chat(reasoning_effort="high", n=1, presence_penalty=0, parallel_tool_calls=False)
+    sent = json.loads(provider.chat_request(request, TARGET).body or b"")
+    assert sent["reasoning_effort"] == "high"
+    assert not {"n", "presence_penalty", "parallel_tool_calls"} & set(sent)

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from xrouter.errors import UpstreamError
 from xrouter.gateway.wire import ChatCompletionRequest
 from xrouter.providers.base import ModelTarget
-from xrouter.providers.yandex import YandexConfig, YandexProvider, YandexStreamDecoder
+from xrouter.providers.yandex import YandexConfig, YandexProvider
+from xrouter.providers.yandex_wire import YandexStreamDecoder
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "yandex"
 
@@ -58,6 +59,8 @@ async def test_auth_headers(provider: YandexProvider) -> None:
     assert await provider.auth_headers() == {
         "Authorization": "Api-Key k",
         "x-folder-id": "b1gfolder",
+        # Prompts are not logged by Yandex unless XROUTER_YANDEX_DATA_LOGGING is on.
+        "x-data-logging-enabled": "false",
     }
 
 
@@ -150,4 +153,18 @@ async def test_model_list_has_every_family_and_version(provider: YandexProvider)
     for model in ("yandexgpt", "yandexgpt-lite", "yandexgpt-32k", "llama", "llama-lite"):
         for suffix in ("", ":latest", ":rc", ":deprecated"):
             assert ids[f"yandex/{model}{suffix}"] == "chat"
-    assert ids["yandex/text-search-doc"] == "embeddings"
+    for model in ("qwen3-235b-a22b-fp8", "gpt-oss-120b"):
+        assert ids[f"yandex/{model}"] == ids[f"yandex/{model}:latest"] == "chat"
+        assert f"yandex/{model}:rc" not in ids
+    for model in ("text-search-doc", "text-search-query"):
+        assert ids[f"yandex/{model}"] == ids[f"yandex/{model}:latest"] == "embeddings"
+
+
+def test_every_emulated_model_is_in_the_catalogue() -> None:
+    from xrouter.emulators.yandex import EMBEDDING_VERSIONS, MODEL_VERSIONS
+    from xrouter.providers.yandex import CHAT_MODELS, EMBEDDING_MODELS
+
+    assert {(model, v) for model, versions in CHAT_MODELS.items() for v in versions} == set(
+        MODEL_VERSIONS
+    )
+    assert set(EMBEDDING_MODELS) == set(EMBEDDING_VERSIONS)

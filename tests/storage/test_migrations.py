@@ -4,6 +4,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, select
@@ -11,6 +12,7 @@ from sqlalchemy.engine import Connection
 
 from xrouter.storage.database import create_engine, session_factory
 from xrouter.storage.migrate import (
+    alembic_config,
     current_revision,
     current_revision_async,
     head_revision,
@@ -117,5 +119,44 @@ def test_sync_api_with_a_relative_sqlite_path(
     assert current_revision(url) is None
     upgrade(url)
     upgrade(url)
-    assert current_revision(url) == head_revision() == "0001"
+    assert current_revision(url) == head_revision()
     assert (tmp_path / "data" / "xrouter.db").is_file()
+
+
+async def test_key_limit_columns_survive_a_downgrade_and_upgrade(
+    empty_database_url: str,
+) -> None:
+    await upgrade_async(empty_database_url, "0001")
+    engine = create_engine(empty_database_url)
+    try:
+        async with engine.connect() as connection:
+            before = await connection.run_sync(_api_key_columns)
+        await upgrade_async(empty_database_url, "0002")
+        async with engine.connect() as connection:
+            after = await connection.run_sync(_api_key_columns)
+        await downgrade_async(empty_database_url, "0001")
+        async with engine.connect() as connection:
+            downgraded = await connection.run_sync(_api_key_columns)
+    finally:
+        await engine.dispose()
+    assert not {"rpm", "tpm", "tpd"} & before
+    assert {"rpm", "tpm", "tpd"} <= after
+    assert downgraded == before
+
+
+async def downgrade_async(database_url: str, revision: str) -> None:
+    def downgrade_on(connection: Connection) -> None:
+        config = alembic_config(database_url)
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
+
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(downgrade_on)
+    finally:
+        await engine.dispose()
+
+
+def _api_key_columns(connection: Connection) -> set[str]:
+    return {column["name"] for column in inspect(connection).get_columns("api_keys")}

@@ -9,12 +9,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.exceptions import HTTPException
+from starlette.staticfiles import StaticFiles
 
 from xrouter import __version__
-from xrouter.api import health
+from xrouter.api import admin_clients, health, metrics, oauth, openrouter_auth, ui_auth
 from xrouter.api.openapi import install_openapi
 from xrouter.errors import ErrorBody, ErrorDetail
 from xrouter.runtime import Runtime
+from xrouter.ui.pages import STATIC_DIR, STATIC_PATH
 
 _TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}
 
@@ -30,6 +32,12 @@ def create_control_plane(runtime: Runtime) -> FastAPI:
     )
     app.state.runtime = runtime
     app.include_router(health.router)
+    app.include_router(metrics.router)
+    app.include_router(oauth.router)
+    app.include_router(openrouter_auth.router)
+    app.include_router(ui_auth.router)
+    app.include_router(admin_clients.router)
+    app.mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="ui-static")
     install_openapi(app)
 
     @app.get("/", include_in_schema=False)

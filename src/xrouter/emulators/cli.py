@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 from xrouter.emulators.options import SUPPORTED_ERROR_STATUSES, EmulatorOptions
 from xrouter.emulators.server import serve_forever
@@ -51,10 +52,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--token-ttl-seconds",
         type=float,
         default=defaults.token_ttl_seconds,
-        help="GigaChat access token lifetime",
+        help="access token lifetime (GigaChat OAuth tokens, Yandex IAM tokens)",
     )
     parser.add_argument(
         "--seed", type=int, default=defaults.seed, help="seed of the error injection"
+    )
+    parser.add_argument(
+        "--grpc-port",
+        type=int,
+        default=None,
+        help="yandex: also serve the gRPC API (yandex-cloud-ml-sdk) on this port",
+    )
+    parser.add_argument(
+        "--service-account-key",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="yandex: an authorized key JSON whose JWTs /iam/v1/tokens accepts (repeatable)",
     )
 
 
@@ -79,6 +94,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"xrouter emulate: {error}")
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.kind != "yandex" and (args.grpc_port is not None or args.service_account_key):
+        print("xrouter emulate: --grpc-port and --service-account-key are for yandex only")
+        return 2
     port = args.port if args.port is not None else DEFAULT_PORTS[args.kind]
-    serve_forever(args.kind, args.host, port, options)
+    try:
+        serve_forever(args.kind, args.host, port, options, args.grpc_port, args.service_account_key)
+    except (OSError, ValueError, KeyError) as error:
+        print(f"xrouter emulate: {error}")
+        return 2
     return 0

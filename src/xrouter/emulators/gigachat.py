@@ -1,6 +1,7 @@
 """GigaChat emulator: the OAuth endpoint and the classic REST v1 API on one aiohttp app.
 
 Paths: ``/api/v2/oauth`` (OAuth), ``/api/v1/...`` (API). Wire format: PROTOCOLS.md part A.
+Chat lives in ``gigachat_chat``; failures a test can switch on at run time in ``gigachat_faults``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import binascii
 import secrets
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +19,23 @@ from typing import Any
 from aiohttp import web
 
 from xrouter.emulators import replies
+from xrouter.emulators.gigachat_chat import (
+    CHAT_MODEL_VERSIONS,
+    answer,
+    cached_prefix_tokens,
+    parse_chat,
+    stream_frames,
+)
+from xrouter.emulators.gigachat_faults import (
+    FAULTS_KEY,
+    MALFORMED_BODY,
+    FaultMode,
+    GigaChatFaults,
+    held_stream,
+    reset_connection,
+    stall,
+    truncated_json,
+)
 from xrouter.emulators.http import (
     EmulatedApiError,
     delay,
@@ -27,26 +46,23 @@ from xrouter.emulators.http import (
 )
 from xrouter.emulators.options import EmulatorOptions, ErrorInjector
 
+__all__ = [
+    "API_PREFIX",
+    "CHAT_MODEL_VERSIONS",
+    "EMBEDDING_DIMENSIONS",
+    "ERROR_MESSAGES",
+    "FAULTS_KEY",
+    "OAUTH_PATH",
+    "STATS_KEY",
+    "GigaChatFaults",
+    "GigaChatStats",
+    "create_app",
+    "revoke_tokens",
+]
+
 API_PREFIX = "/api/v1"
 OAUTH_PATH = "/api/v2/oauth"
 SCOPES = frozenset({"GIGACHAT_API_PERS", "GIGACHAT_API_B2B", "GIGACHAT_API_CORP"})
-
-_LITE_AND_2 = "2.0.28.2"
-_FIRST_GENERATION = "1.0.26.20"
-_BASE_VERSIONS = {
-    "GigaChat": _LITE_AND_2,
-    "GigaChat-Pro": _FIRST_GENERATION,
-    "GigaChat-Max": _FIRST_GENERATION,
-    "GigaChat-Plus": _FIRST_GENERATION,
-    "GigaChat-2": _LITE_AND_2,
-    "GigaChat-2-Pro": _LITE_AND_2,
-    "GigaChat-2-Max": _LITE_AND_2,
-}
-# Chat model name -> the version the response's ``model`` carries after a colon.
-CHAT_MODEL_VERSIONS: dict[str, str] = {
-    **_BASE_VERSIONS,
-    **{f"{name}-preview": "2.0.29.1" for name in _BASE_VERSIONS},
-}
 EMBEDDING_DIMENSIONS: dict[str, int] = {
     "Embeddings": 1024,
     "Embeddings-2": 1024,
@@ -65,26 +81,30 @@ ERROR_MESSAGES: dict[int, str] = {
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
-_ROLES = frozenset(
-    {"system", "user", "assistant", "function", "search_result", "function_in_progress"}
-)
+# The API's answer to a token that was valid once [T: seen in client bug reports].
+EXPIRED_TOKEN_MESSAGE = "Token has expired"  # noqa: S105
 _ECHOED_HEADERS = ("x-request-id", "x-session-id", "x-client-id")
 # Real tokens are JWEs; the fixed header only makes ours look like one to log readers.
 _TOKEN_PREFIX = "eyJjdHkiOiJqd3QiLCJlbmMiOiJBMjU2Q0JDLUhTNTEyIiwiYWxnIjoiUlNBLU9BRVAtMjU2In0."  # noqa: S105
 _MAX_LIVE_TOKENS = 100_000
+_MAX_SESSIONS = 10_000
 # Media requests may be up to 80 MB, so the body limit is the provider's, not aiohttp's 1 MB.
 _MAX_BODY_BYTES = 80 * 1024 * 1024
 _RETRY_AFTER_SECONDS = "1"
+_FAULT_MODE = web.RequestKey("gigachat_fault_mode", str)
 
 
 @dataclass(slots=True)
 class GigaChatStats:
     """Counters tests read to see how a client used the emulator."""
 
+    # Requests to the OAuth endpoint and to /token together; /token alone in the second.
     token_requests: int = 0
+    password_token_requests: int = 0
     tokens_issued: int = 0
     api_requests: int = 0
     chat_requests: int = 0
+    unauthorized: int = 0
 
 
 STATS_KEY = web.AppKey("gigachat_stats", GigaChatStats)
@@ -95,44 +115,89 @@ class _State:
     options: EmulatorOptions
     injector: ErrorInjector
     stats: GigaChatStats
+    faults: GigaChatFaults
     models_body: bytes
     tokens: dict[str, float] = field(default_factory=dict)
+    # Tokens that expired or were revoked, to answer them with "Token has expired".
+    retired: set[str] = field(default_factory=set)
+    # X-Session-ID -> the messages of its last request (GigaChat's prompt cache).
+    sessions: OrderedDict[str, list[dict[str, Any]]] = field(default_factory=OrderedDict)
 
     def issue_token(self) -> tuple[str, int]:
         if len(self.tokens) >= _MAX_LIVE_TOKENS:
             now = time.time()
             self.tokens = {token: ends for token, ends in self.tokens.items() if ends > now}
+            self.retired.clear()
         token = _TOKEN_PREFIX + secrets.token_urlsafe(48)
-        expires = time.time() + self.options.token_ttl_seconds
+        ttl = self.faults.token_ttl_seconds or self.options.token_ttl_seconds
+        expires = time.time() + ttl
         self.tokens[token] = expires
         self.stats.tokens_issued += 1
         return token, int(expires * 1000)
 
-    def token_is_valid(self, authorization: str | None) -> bool:
+    def token_problem(self, authorization: str | None) -> str | None:
+        """None for a live bearer token, else the 401 message GigaChat gives."""
         scheme, _, token = (authorization or "").partition(" ")
-        expires = self.tokens.get(token.strip()) if scheme == "Bearer" else None
+        token = token.strip()
+        expires = self.tokens.get(token) if scheme == "Bearer" else None
         if expires is not None and expires <= time.time():
-            del self.tokens[token.strip()]
+            del self.tokens[token]
+            self.retired.add(token)
             expires = None
-        return expires is not None
+        if expires is not None:
+            return None
+        return EXPIRED_TOKEN_MESSAGE if token in self.retired else ERROR_MESSAGES[401]
+
+    def revoke_tokens(self) -> int:
+        revoked = len(self.tokens)
+        self.retired.update(self.tokens)
+        self.tokens.clear()
+        return revoked
+
+    def remember_session(self, session: str, messages: list[dict[str, Any]]) -> None:
+        self.sessions[session] = messages
+        self.sessions.move_to_end(session)
+        while len(self.sessions) > _MAX_SESSIONS:
+            self.sessions.popitem(last=False)
 
 
 _STATE_KEY = web.AppKey("gigachat_state", _State)
 
 
-def _api_error(status: int, message: str | None = None) -> web.Response:
+def revoke_tokens(app: web.Application) -> int:
+    """Make every token issued so far invalid (as a server-side revocation would); returns how
+    many were live. Clients holding one get GigaChat's 401 on their next call."""
+    return app[_STATE_KEY].revoke_tokens()
+
+
+def _api_error(
+    status: int, message: str | None = None, retry_after: str | None = None
+) -> web.Response:
     """The API host's error body: ``{"status": <code>, "message": <text>}``."""
     response = json_response(
-        {"status": status, "message": message or ERROR_MESSAGES[status]}, status
+        {"status": status, "message": message or ERROR_MESSAGES.get(status, "Error")}, status
     )
-    if status == 429:
-        response.headers["Retry-After"] = _RETRY_AFTER_SECONDS
+    if retry_after is None and status == 429:
+        retry_after = _RETRY_AFTER_SECONDS
+    if retry_after is not None:
+        response.headers["Retry-After"] = retry_after
     return response
 
 
 def _oauth_error(status: int, code: int, message: str) -> web.Response:
     """The OAuth host's error body, which differs from the API's: ``{"code", "message"}``."""
     return json_response({"code": code, "message": message}, status)
+
+
+def _injected_oauth_error(faults: GigaChatFaults, status: int) -> web.Response:
+    if status == 401:
+        return _oauth_error(401, 6, "credentials doesn't match db data")
+    # The OAuth host's bodies for other statuses are not documented [I]: its shape, the API text.
+    response = _oauth_error(status, status, ERROR_MESSAGES.get(status, "Error"))
+    retry_after = faults.retry_after or (_RETRY_AFTER_SECONDS if status == 429 else None)
+    if retry_after is not None:
+        response.headers["Retry-After"] = retry_after
+    return response
 
 
 async def _echo_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -168,6 +233,8 @@ async def _oauth(request: web.Request) -> web.StreamResponse:
     state = request.app[_STATE_KEY]
     state.stats.token_requests += 1
     await delay(state.options)
+    if state.faults.oauth_status is not None:
+        return _injected_oauth_error(state.faults, state.faults.oauth_status)
     if not _is_uuid4(request.headers.get("RqUID", "")):
         # The docs name this case but not its body [I]; it keeps the OAuth body shape.
         return _oauth_error(400, 2, "RqUID header is missing or is not a uuid4")
@@ -189,7 +256,10 @@ async def _oauth(request: web.Request) -> web.StreamResponse:
 async def _password_token(request: web.Request) -> web.StreamResponse:
     state = request.app[_STATE_KEY]
     state.stats.token_requests += 1
+    state.stats.password_token_requests += 1
     await delay(state.options)
+    if state.faults.oauth_status is not None:
+        return _api_error(state.faults.oauth_status, retry_after=state.faults.retry_after)
     if _decode_basic(request.headers.get("Authorization", "")) is None:
         return _api_error(401)
     token, expires_at = state.issue_token()
@@ -208,16 +278,48 @@ def _api(handler: _Handler) -> Callable[[web.Request], Awaitable[web.StreamRespo
         state = request.app[_STATE_KEY]
         state.stats.api_requests += 1
         await delay(state.options)
-        if not state.token_is_valid(request.headers.get("Authorization")):
-            return _api_error(401)
+        if (problem := state.token_problem(request.headers.get("Authorization"))) is not None:
+            state.stats.unauthorized += 1
+            return _api_error(401, problem)
         if state.injector.should_fail():
             return _api_error(state.options.error_status)
+        status, mode = state.faults.take()
+        if status is not None:
+            return _api_error(status, retry_after=state.faults.retry_after)
+        if mode is not None:
+            request[_FAULT_MODE] = mode
+            if (early := await _early_fault(request, mode, state.faults)) is not None:
+                return early
         try:
-            return await handler(request, state)
+            response = await handler(request, state)
         except EmulatedApiError as error:
             return _api_error(error.status, error.message)
+        return await _late_fault(request, mode, response)
 
     return wrapped
+
+
+async def _early_fault(
+    request: web.Request, mode: FaultMode, faults: GigaChatFaults
+) -> web.StreamResponse | None:
+    if mode == "reset":
+        return await reset_connection(request)
+    if mode == "stall":
+        # Read the body first: the client may have given up by the time the stall ends.
+        await request.read()
+        await stall(faults.stall_seconds)
+    return None
+
+
+async def _late_fault(
+    request: web.Request, mode: FaultMode | None, response: web.StreamResponse
+) -> web.StreamResponse:
+    """Spoil a JSON answer (streams spoil their own frames, they are already sent)."""
+    if mode not in {"malformed", "truncated"} or not isinstance(response, web.Response):
+        return response
+    if mode == "malformed":
+        return web.Response(body=MALFORMED_BODY, content_type="application/json")
+    return await truncated_json(request, bytes(response.body or b""))  # type: ignore[arg-type]
 
 
 async def _read_object(request: web.Request) -> dict[str, Any]:
@@ -238,190 +340,35 @@ def _versioned(model: str) -> str:
 # --- chat --------------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class _Chat:
-    model: str
-    messages: list[dict[str, Any]]
-    stream: bool
-    max_tokens: int | None
-    functions: list[dict[str, Any]]
-    function_call: object
-
-
-def _check_messages(messages: object) -> list[dict[str, Any]]:
-    if not isinstance(messages, list) or not messages:
-        raise EmulatedApiError(422, "Invalid params: messages must be a non-empty list")
-    for index, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in _ROLES:
-            raise EmulatedApiError(422, f"Invalid params: messages[{index}] has no valid role")
-        if not isinstance(message.get("content", ""), str):
-            raise EmulatedApiError(
-                422, f"Invalid params: messages[{index}].content must be a string"
-            )
-        if message["role"] == "system" and index > 0:
-            raise EmulatedApiError(422, "Invalid params: system message must be the first message")
-    return messages
-
-
-def _check_number(
-    body: dict[str, Any], name: str, low: float, high: float | None, low_allowed: bool = False
-) -> None:
-    value = body.get(name)
-    if value is None:
-        return
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise EmulatedApiError(422, f"Invalid params: {name} must be a number")
-    if value < low or (value == low and not low_allowed) or (high is not None and value > high):
-        lower = f"[{low}" if low_allowed else f"({low}"
-        upper = "+inf)" if high is None else f"{high}]"
-        raise EmulatedApiError(422, f"Invalid params: {name} must be in range {lower}, {upper}")
-
-
-def _parse_chat(body: dict[str, Any]) -> _Chat:
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise EmulatedApiError(422, "Invalid params: model is required")
-    if model not in CHAT_MODEL_VERSIONS:
-        raise EmulatedApiError(404)
-    messages = _check_messages(body.get("messages"))
-    _check_number(body, "repetition_penalty", 0, None)
-    _check_number(body, "top_p", 0, 1, low_allowed=True)
-    temperature = body.get("temperature")
-    if isinstance(temperature, int | float) and temperature < 0:
-        raise EmulatedApiError(422, "Invalid params: temperature must be in range (0, +inf)")
-    max_tokens = body.get("max_tokens")
-    if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
-        raise EmulatedApiError(422, "Invalid params: max_tokens must be a positive integer")
-    functions = body.get("functions") or []
-    if not isinstance(functions, list) or not all(
-        isinstance(item, dict) and isinstance(item.get("name"), str) for item in functions
-    ):
-        raise EmulatedApiError(422, "Invalid params: every function needs a name")
-    return _Chat(
-        model=model,
-        messages=messages,
-        stream=body.get("stream") is True,
-        max_tokens=max_tokens,
-        functions=functions,
-        function_call=body.get("function_call"),
-    )
-
-
-def _chosen_function(chat: _Chat) -> dict[str, Any] | None:
-    if not chat.functions or chat.function_call == "none" or chat.messages[-1]["role"] != "user":
-        return None
-    if isinstance(chat.function_call, dict) and "name" in chat.function_call:
-        wanted = chat.function_call["name"]
-        for function in chat.functions:
-            if function["name"] == wanted:
-                return function
-        raise EmulatedApiError(422, f"Invalid params: function {wanted} is not among functions")
-    return chat.functions[0]
-
-
-@dataclass(slots=True)
-class _Answer:
-    message: dict[str, Any]
-    finish_reason: str
-    usage: dict[str, int]
-
-
-def _answer(chat: _Chat) -> _Answer:
-    conversation = [str(message.get("content", "")) for message in chat.messages]
-    prompt_tokens = sum(replies.count_tokens(text) + 1 for text in conversation)
-    if chat.functions:
-        prompt_tokens += replies.count_tokens(encode(chat.functions).decode())
-    last = chat.messages[-1]
-    function = _chosen_function(chat)
-    if function is not None:
-        arguments = replies.arguments_from_schema(function.get("parameters"), conversation[-1])
-        message: dict[str, Any] = {
-            "role": "assistant",
-            "content": "",
-            "function_call": {"name": function["name"], "arguments": arguments},
-            "functions_state_id": replies.state_id(conversation),
-        }
-        completion = replies.count_tokens(encode(arguments).decode()) + 1
-        return _Answer(message, "function_call", _usage(prompt_tokens, completion))
-    if last["role"] == "function":
-        text = replies.function_result_reply(str(last.get("name", "")), conversation[-1])
-    else:
-        last_user = next(
-            (str(m.get("content", "")) for m in reversed(chat.messages) if m["role"] == "user"), ""
-        )
-        text = replies.reply_text(conversation, last_user)
-    finish_reason = "stop"
-    if chat.max_tokens is not None and replies.count_tokens(text) > chat.max_tokens:
-        text = replies.truncate_to_tokens(text, chat.max_tokens)
-        finish_reason = "length"
-    message = {"role": "assistant", "content": text}
-    return _Answer(message, finish_reason, _usage(prompt_tokens, replies.count_tokens(text)))
-
-
-def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-        "precached_prompt_tokens": 0,
-    }
-
-
 async def _chat_completions(request: web.Request, state: _State) -> web.StreamResponse:
     state.stats.chat_requests += 1
-    chat = _parse_chat(await _read_object(request))
-    answer = _answer(chat)
+    chat = parse_chat(await _read_object(request))
+    session = request.headers.get("X-Session-ID")
+    precached = cached_prefix_tokens(state.sessions.get(session), chat) if session else 0
+    if session:
+        state.remember_session(session, chat.messages)
+    result = answer(chat, precached, state.faults.finish_reason)
     model = _versioned(chat.model)
     created = int(time.time())
     if not chat.stream:
-        choice = {"message": answer.message, "index": 0, "finish_reason": answer.finish_reason}
-        return json_response(
-            {
-                "choices": [choice],
-                "created": created,
-                "model": model,
-                "object": "chat.completion",
-                "usage": answer.usage,
-            }
-        )
-    frames = _stream_frames(answer, model, created, state.options.stream_chunks)
-    return await _stream(request, state.options, frames)
-
-
-def _stream_frames(answer: _Answer, model: str, created: int, chunks: int) -> list[bytes]:
-    """SSE frames: deltas, the first with the role, the last empty with finish_reason and usage."""
-
-    def frame(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        choice: dict[str, Any] = {"delta": delta, "index": 0}
-        chunk: dict[str, Any] = {
+        choice = {"message": result.message, "index": 0, "finish_reason": result.finish_reason}
+        body = {
             "choices": [choice],
             "created": created,
             "model": model,
             "object": "chat.completion",
+            "usage": result.usage,
         }
-        if finish_reason is not None:
-            choice["finish_reason"] = finish_reason
-            chunk["usage"] = answer.usage
-        return b"data: " + encode(chunk) + b"\n\n"
-
-    if "function_call" in answer.message:
-        frames = [frame(answer.message, answer.finish_reason)]
-    else:
-        pieces = replies.split_chunks(answer.message["content"], chunks)
-        frames = [
-            frame({"content": piece, "role": "assistant"} if index == 0 else {"content": piece})
-            for index, piece in enumerate(pieces)
-        ]
-        frames.append(frame({"content": ""}, answer.finish_reason))
-    frames.append(b"data: [DONE]\n\n")
-    return frames
-
-
-async def _stream(
-    request: web.Request, options: EmulatorOptions, frames: list[bytes]
-) -> web.StreamResponse:
+        return json_response(body)
+    frames = stream_frames(result, model, created, state.options.stream_chunks)
+    if request.get(_FAULT_MODE) == "malformed":
+        frames.insert(1, b'data: {"choices": [{"delta": \n\n')
+    elif request.get(_FAULT_MODE) == "truncated":
+        frames = frames[:1] if len(frames) > 2 else []
     headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-    return await write_paced(request, options, headers, frames)
+    if request.get(_FAULT_MODE) == "hold":
+        return await held_stream(request, state.faults, headers, frames)
+    return await write_paced(request, state.options, headers, frames)
 
 
 # --- models, embeddings, tokens, balance -------------------------------------------------------
@@ -495,16 +442,20 @@ async def _balance(request: web.Request, state: _State) -> web.StreamResponse:
 def create_app(options: EmulatorOptions) -> web.Application:
     """The GigaChat emulator: OAuth at ``/api/v2/oauth`` and the v1 API under ``/api/v1``.
 
-    ``app[STATS_KEY]`` counts token and API requests for tests.
+    ``app[STATS_KEY]`` counts token and API requests for tests; ``app[FAULTS_KEY]`` switches
+    failures on and off while it runs.
     """
     app = web.Application(client_max_size=_MAX_BODY_BYTES)
     stats = GigaChatStats()
     models_body = encode({"object": "list", "data": [_model_object(n) for n in _ALL_MODELS]})
+    faults = GigaChatFaults()
     app[STATS_KEY] = stats
+    app[FAULTS_KEY] = faults
     app[_STATE_KEY] = _State(
         options=options,
         injector=ErrorInjector(options.error_rate, options.seed),
         stats=stats,
+        faults=faults,
         models_body=models_body,
     )
     app.on_response_prepare.append(_echo_headers)

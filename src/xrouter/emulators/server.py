@@ -6,10 +6,12 @@ import asyncio
 import base64
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
+import grpc
 from aiohttp import web
 
 from xrouter.emulators import gigachat, yandex
@@ -41,9 +43,14 @@ class RunningEmulator:
     port: int
     app: web.Application
     runner: web.AppRunner
+    # The Yandex emulator's gRPC face, when it was asked for.
+    grpc_port: int | None = None
+    grpc_server: grpc.aio.Server | None = None
 
     async def close(self) -> None:
-        """Stop listening and release the port."""
+        """Stop listening and release the port(s)."""
+        if self.grpc_server is not None:
+            await self.grpc_server.stop(None)
         await self.runner.cleanup()
 
 
@@ -61,9 +68,21 @@ async def start_emulator(
     options: EmulatorOptions | None = None,
     host: str = "127.0.0.1",
     port: int = 0,
+    *,
+    grpc_port: int | None = None,
+    service_account_keys: Sequence[Path] = (),
 ) -> RunningEmulator:
-    """Start an emulator in the running event loop; port 0 picks a free port."""
-    app = create_app(kind, options or EmulatorOptions())
+    """Start an emulator in the running event loop; port 0 picks a free port.
+
+    Yandex only: ``grpc_port`` also starts the gRPC face (0 picks a free port), and
+    ``service_account_keys`` are authorized key files its IAM endpoint accepts.
+    """
+    if kind != "yandex" and (grpc_port is not None or service_account_keys):
+        raise ValueError("only the yandex emulator has a gRPC face and service accounts")
+    if kind == "yandex":
+        app = yandex.create_app(options or EmulatorOptions(), service_account_keys)
+    else:
+        app = create_app(kind, options or EmulatorOptions())
     # No access log: it would dominate the cost of a request under load tests.
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -71,13 +90,29 @@ async def start_emulator(
     await site.start()
     bound_port = int(runner.addresses[0][1])
     url_host = f"[{host}]" if ":" in host else host
-    return RunningEmulator(
+    running = RunningEmulator(
         url=f"http://{url_host}:{bound_port}", port=bound_port, app=app, runner=runner
     )
+    if grpc_port is not None:
+        try:
+            running.grpc_server, running.grpc_port = await yandex.start_grpc(app, host, grpc_port)
+        except BaseException:
+            await runner.cleanup()
+            raise
+    return running
 
 
-async def _serve(kind: EmulatorKind, host: str, port: int, options: EmulatorOptions) -> None:
-    emulator = await start_emulator(kind, options, host, port)
+async def _serve(
+    kind: EmulatorKind,
+    host: str,
+    port: int,
+    options: EmulatorOptions,
+    grpc_port: int | None,
+    service_account_keys: Sequence[Path],
+) -> None:
+    emulator = await start_emulator(
+        kind, options, host, port, grpc_port=grpc_port, service_account_keys=service_account_keys
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGINT, signal.SIGTERM):
@@ -91,7 +126,15 @@ async def _serve(kind: EmulatorKind, host: str, port: int, options: EmulatorOpti
             GIGACHAT_OAUTH_PATH,
         )
     else:
-        _logger.info("YandexGPT emulator: base URL %s", emulator.url)
+        _logger.info(
+            "YandexGPT emulator: base URL %s, OpenAI-compatible %s/v1, IAM %s%s",
+            emulator.url,
+            emulator.url,
+            emulator.url,
+            yandex.IAM_TOKENS_PATH,
+        )
+        if emulator.grpc_port is not None:
+            _logger.info("YandexGPT emulator: gRPC on %s:%d", host, emulator.grpc_port)
     try:
         await stop.wait()
     finally:
@@ -99,7 +142,14 @@ async def _serve(kind: EmulatorKind, host: str, port: int, options: EmulatorOpti
         await emulator.close()
 
 
-def serve_forever(kind: EmulatorKind, host: str, port: int, options: EmulatorOptions) -> None:
+def serve_forever(
+    kind: EmulatorKind,
+    host: str,
+    port: int,
+    options: EmulatorOptions,
+    grpc_port: int | None = None,
+    service_account_keys: Sequence[Path] = (),
+) -> None:
     """Serve an emulator in the foreground until SIGINT or SIGTERM, on uvloop when installed."""
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     try:
@@ -109,4 +159,4 @@ def serve_forever(kind: EmulatorKind, host: str, port: int, options: EmulatorOpt
     except ImportError:
         pass
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(_serve(kind, host, port, options))
+        runner.run(_serve(kind, host, port, options, grpc_port, service_account_keys))

@@ -1,6 +1,6 @@
-"""The ``/v1`` endpoints. Each reads top to bottom: authenticate, parse, route, call, respond,
-record usage. Nothing here touches the database: keys and models come from memory and usage
-is handed to a buffered recorder."""
+"""The ``/v1`` endpoints. Each reads top to bottom: authenticate, parse, route, limit, call,
+respond, record usage (which settles the rate-limit reservation). Nothing here touches the
+database: keys and models come from memory and usage is handed to a buffered recorder."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from xrouter.gateway.wire import (
     Usage,
 )
 from xrouter.keys.cache import ActiveKey
+from xrouter.limits.limiter import Admission
 from xrouter.providers.base import ModelTarget, Provider, UpstreamRequest
 from xrouter.runtime import Runtime
 from xrouter.usage.recorder import UsageEvent
@@ -47,12 +48,15 @@ class GatewayHandlers:
     async def chat_completions(self, request: Request) -> Response:
         started = time.perf_counter()
         runtime = self.runtime
-        key = authenticate(request.headers, runtime.keys)
-        chat = decode_json(await read_body(request, runtime.settings.max_request_bytes), _CHAT)
+        key = authenticate(request, runtime.keys, runtime.access_tokens)
+        raw = await read_body(request, runtime.settings.max_request_bytes)
+        chat = decode_json(raw, _CHAT)
         provider, target = runtime.resolver.resolve(chat.model, "chat")
         upstream = provider.chat_request(chat, target)
+        limiter = runtime.limiter
+        admission = await limiter.admit(key, target, limiter.policy.chat_tokens(chat, len(raw)))
         request_id = request_id_of(request)
-        usage = _UsageContext(runtime, request_id, key, target, chat.stream, started)
+        usage = _UsageContext(runtime, request_id, key, target, chat.stream, started, admission)
         if chat.stream:
             return await self._stream(provider, target, chat, upstream, usage)
         try:
@@ -69,7 +73,7 @@ class GatewayHandlers:
             system_fingerprint=reply.model_version,
         )
         usage.record(200, reply.usage)
-        return json_response(completion)
+        return json_response(completion, headers=dict(admission.headers))
 
     async def _stream(
         self,
@@ -105,20 +109,23 @@ class GatewayHandlers:
         return StreamingResponse(
             stream.events(first_line, lines),
             media_type="text/event-stream",
-            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+            headers={
+                "cache-control": "no-cache",
+                "x-accel-buffering": "no",
+                **usage.admission.headers,
+            },
         )
 
     async def models(self, request: Request) -> Response:
-        authenticate(request.headers, self.runtime.keys)
+        authenticate(request, self.runtime.keys, self.runtime.access_tokens)
         return json_response(ModelList(self.runtime.catalog.models()))
 
     async def embeddings(self, request: Request) -> Response:
         started = time.perf_counter()
         runtime = self.runtime
-        key = authenticate(request.headers, runtime.keys)
-        body = decode_json(
-            await read_body(request, runtime.settings.max_request_bytes), _EMBEDDINGS
-        )
+        key = authenticate(request, runtime.keys, runtime.access_tokens)
+        raw = await read_body(request, runtime.settings.max_request_bytes)
+        body = decode_json(raw, _EMBEDDINGS)
         provider, target = runtime.resolver.resolve(body.model, "embeddings")
         texts = body.texts()
         if texts is None:
@@ -127,7 +134,11 @@ class GatewayHandlers:
                 param="input",
                 code="unsupported_input",
             )
-        usage = _UsageContext(runtime, request_id_of(request), key, target, False, started)
+        limiter = runtime.limiter
+        admission = await limiter.admit(key, target, limiter.policy.embedding_tokens(len(raw)))
+        usage = _UsageContext(
+            runtime, request_id_of(request), key, target, False, started, admission
+        )
         calls = provider.embeddings_requests(body, texts, target)
         limit = asyncio.Semaphore(EMBEDDING_CALLS_IN_PARALLEL)
 
@@ -147,7 +158,8 @@ class GatewayHandlers:
         tokens = reply.prompt_tokens
         usage.record(200, Usage(tokens, 0, tokens))
         return json_response(
-            EmbeddingsResponse(data, target.public_id, EmbeddingsUsage(tokens, tokens))
+            EmbeddingsResponse(data, target.public_id, EmbeddingsUsage(tokens, tokens)),
+            headers=dict(admission.headers),
         )
 
 
@@ -166,7 +178,7 @@ def request_id_of(request: Request) -> str:
 class _UsageContext:
     """What one request needs to write its usage record when it ends."""
 
-    __slots__ = ("key", "request_id", "runtime", "started", "stream", "target")
+    __slots__ = ("admission", "key", "request_id", "runtime", "started", "stream", "target")
 
     def __init__(
         self,
@@ -176,7 +188,9 @@ class _UsageContext:
         target: ModelTarget,
         stream: bool,
         started: float,
+        admission: Admission,
     ) -> None:
+        self.admission = admission
         self.runtime = runtime
         self.request_id = request_id
         self.key = key
@@ -192,6 +206,16 @@ class _UsageContext:
         error: GatewayError | None = None,
         first_token_at: float | None = None,
     ) -> None:
+        # Settle the rate-limit reservation: real usage replaces the estimate; a request that
+        # failed before the provider produced anything is refunded, so its retry is not
+        # charged twice.
+        self.admission.settle(
+            usage.total_tokens if usage is not None else None,
+            refund=usage is None and error is not None and first_token_at is None,
+        )
+        if error is not None:
+            # The error is about to be rendered: it carries the rate-limit headers too.
+            error.headers = {**self.admission.headers, **error.headers}
         now = time.perf_counter()
         cached = 0
         if usage is not None and not isinstance(usage.prompt_tokens_details, msgspec.UnsetType):

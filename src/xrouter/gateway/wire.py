@@ -138,6 +138,7 @@ class ChatCompletionRequest(Struct, kw_only=True):
     response_format: ResponseFormat | None = None
     seed: int | None = None
     user: str | None = None
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
     # GigaChat's own sampling knob, accepted as an extra field like other gateways do.
     repetition_penalty: Annotated[float, Meta(gt=0)] | None = None
 
@@ -157,11 +158,16 @@ class PromptTokensDetails(Struct):
     cached_tokens: int = 0
 
 
+class CompletionTokensDetails(Struct):
+    reasoning_tokens: int = 0
+
+
 class Usage(Struct):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
     prompt_tokens_details: PromptTokensDetails | UnsetType = UNSET
+    completion_tokens_details: CompletionTokensDetails | UnsetType = UNSET
 
 
 class ResponseMessage(Struct):

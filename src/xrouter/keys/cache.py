@@ -38,10 +38,22 @@ class ActiveKey:
     name: str
     owner: str | None
     prefix: str
+    # Per-key limits (None: the configured default applies).
+    rpm: int | None = None
+    tpm: int | None = None
+    tpd: int | None = None
 
     @classmethod
     def from_row(cls, row: ApiKey) -> ActiveKey:
-        return cls(id=row.id, name=row.name, owner=row.owner, prefix=row.prefix)
+        return cls(
+            id=row.id,
+            name=row.name,
+            owner=row.owner,
+            prefix=row.prefix,
+            rpm=row.rpm,
+            tpm=row.tpm,
+            tpd=row.tpd,
+        )
 
 
 class KeyCache:

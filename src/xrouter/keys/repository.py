@@ -20,7 +20,15 @@ class ApiKeyRepository:
         self._session = session
 
     async def create(
-        self, *, name: str, prefix: str, secret_hash: str, owner: str | None = None
+        self,
+        *,
+        name: str,
+        prefix: str,
+        secret_hash: str,
+        owner: str | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        tpd: int | None = None,
     ) -> ApiKey:
         """Insert a key row (flushed, not committed) and return it."""
         now = utc_now()
@@ -33,6 +41,9 @@ class ApiKeyRepository:
             created_at=now,
             updated_at=now,
             revoked_at=None,
+            rpm=rpm,
+            tpm=tpm,
+            tpd=tpd,
         )
         self._session.add(key)
         await self._session.flush()
@@ -54,6 +65,15 @@ class ApiKeyRepository:
             key.revoked_at = now
             key.updated_at = now
             await self._session.flush()
+        return key
+
+    async def set_limits(
+        self, key: ApiKey, *, rpm: int | None, tpm: int | None, tpd: int | None
+    ) -> ApiKey:
+        """Replace ``key``'s rate limits (None: the configured default) and bump its stamp."""
+        key.rpm, key.tpm, key.tpd = rpm, tpm, tpd
+        key.updated_at = utc_now()
+        await self._session.flush()
         return key
 
     async def changed_since(self, since: datetime | None) -> Sequence[ApiKey]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -16,6 +17,8 @@ from xrouter.keys.repository import ApiKeyRepository
 from xrouter.storage.models import ApiKey
 
 MAX_NAME_LENGTH = 200
+# The limit columns are 32-bit integers on every database.
+MAX_LIMIT = 2**31 - 1
 
 
 class KeyNotFoundError(NotFoundError):
@@ -35,6 +38,24 @@ class InvalidKeyNameError(InvalidRequestError):
         super().__init__(message, param="name")
 
 
+class Unchanged(enum.Enum):
+    """Marks a limit ``KeyService.update_limits`` leaves as it is."""
+
+    UNCHANGED = enum.auto()
+
+
+UNCHANGED = Unchanged.UNCHANGED
+
+
+class InvalidKeyLimitError(InvalidRequestError):
+    """A per-key rate limit is not a positive integer."""
+
+    def __init__(self, param: str, value: int) -> None:
+        super().__init__(
+            f"The {param} limit must be between 1 and {MAX_LIMIT} (got {value}).", param=param
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class KeyInfo:
     """What may be shown about a key: never its secret, never its digest."""
@@ -46,6 +67,10 @@ class KeyInfo:
     created_at: datetime
     updated_at: datetime
     revoked_at: datetime | None
+    # Per-key limits (None: the configured default applies).
+    rpm: int | None = None
+    tpm: int | None = None
+    tpd: int | None = None
 
     @property
     def active(self) -> bool:
@@ -61,6 +86,9 @@ class KeyInfo:
             created_at=row.created_at,
             updated_at=row.updated_at,
             revoked_at=row.revoked_at,
+            rpm=row.rpm,
+            tpm=row.tpm,
+            tpd=row.tpd,
         )
 
 
@@ -89,14 +117,33 @@ class KeyService:
         self._hasher = hasher
         self._cache = cache
 
-    async def create(self, name: str, owner: str | None = None) -> CreatedKey:
-        """Create a key named ``name``; the returned secret is not stored anywhere."""
+    async def create(
+        self,
+        name: str,
+        owner: str | None = None,
+        *,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        tpd: int | None = None,
+    ) -> CreatedKey:
+        """Create a key named ``name``; the returned secret is not stored anywhere.
+
+        ``rpm``, ``tpm`` and ``tpd`` are its requests-per-minute, tokens-per-minute and
+        tokens-per-day limits; None leaves the configured default in force.
+        """
         name = _valid_name(name)
+        _check_limits(rpm=rpm, tpm=tpm, tpd=tpd)
         secret = generate_key()
         digest = self._hasher.digest(secret)
         async with self._sessions() as session, session.begin():
             row = await ApiKeyRepository(session).create(
-                name=name, prefix=display_prefix(secret), secret_hash=digest, owner=owner
+                name=name,
+                prefix=display_prefix(secret),
+                secret_hash=digest,
+                owner=owner,
+                rpm=rpm,
+                tpm=tpm,
+                tpd=tpd,
             )
             info = KeyInfo.from_row(row)
         if self._cache is not None:
@@ -108,6 +155,32 @@ class KeyService:
         async with self._sessions() as session:
             rows = await ApiKeyRepository(session).list()
             return [KeyInfo.from_row(row) for row in rows]
+
+    async def update_limits(
+        self,
+        key_id: str,
+        *,
+        rpm: int | Unchanged | None = UNCHANGED,
+        tpm: int | Unchanged | None = UNCHANGED,
+        tpd: int | Unchanged | None = UNCHANGED,
+    ) -> KeyInfo:
+        """Change some of a key's limits (None: back to the configured default; ``UNCHANGED``
+        keeps the current value). Other instances pick the change up on their next key-cache
+        refresh; raise ``KeyNotFoundError`` for an unknown id."""
+        async with self._sessions() as session, session.begin():
+            repository = ApiKeyRepository(session)
+            row = await repository.get(key_id)
+            if row is None:
+                raise KeyNotFoundError(key_id)
+            new_rpm = row.rpm if isinstance(rpm, Unchanged) else rpm
+            new_tpm = row.tpm if isinstance(tpm, Unchanged) else tpm
+            new_tpd = row.tpd if isinstance(tpd, Unchanged) else tpd
+            _check_limits(rpm=new_rpm, tpm=new_tpm, tpd=new_tpd)
+            row = await repository.set_limits(row, rpm=new_rpm, tpm=new_tpm, tpd=new_tpd)
+            info = KeyInfo.from_row(row)
+        if self._cache is not None and row.revoked_at is None:
+            self._cache.put(ActiveKey.from_row(row), row.secret_hash)
+        return info
 
     async def revoke(self, key_id: str) -> KeyInfo:
         """Revoke a key (idempotent); raise ``KeyNotFoundError`` for an unknown id."""
@@ -129,3 +202,9 @@ def _valid_name(name: str) -> str:
     if len(name) > MAX_NAME_LENGTH:
         raise InvalidKeyNameError(f"The key name must be at most {MAX_NAME_LENGTH} characters.")
     return name
+
+
+def _check_limits(**limits: int | None) -> None:
+    for param, value in limits.items():
+        if value is not None and not 1 <= value <= MAX_LIMIT:
+            raise InvalidKeyLimitError(param, value)

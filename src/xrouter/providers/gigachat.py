@@ -1,17 +1,14 @@
 """GigaChat (Sber), REST v1 "classic" contract.
 
 Order: credentials, request conversion, response conversion, finish reasons and usage,
-errors, streaming, embeddings, catalogue.
+errors, streaming, embeddings, catalogue. Token handling is in ``gigachat_auth``, the
+tools <-> functions mapping in ``gigachat_tools``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ssl
-import time
-import uuid
-from dataclasses import dataclass
-from pathlib import Path
+from contextvars import ContextVar
 from typing import Any
 
 import aiohttp
@@ -19,19 +16,16 @@ import msgspec
 
 from xrouter.errors import InvalidRequestError, UpstreamError
 from xrouter.gateway.wire import (
-    AssistantMessage,
     ChatCompletionRequest,
     Choice,
-    DeveloperMessage,
     Embedding,
     EmbeddingsRequest,
+    FunctionCallDelta,
     ModelCard,
     PromptTokensDetails,
     ResponseMessage,
-    SystemMessage,
-    ToolMessage,
+    ToolCallDelta,
     Usage,
-    UserMessage,
 )
 from xrouter.providers.base import (
     ChatReply,
@@ -42,110 +36,37 @@ from xrouter.providers.base import (
     StreamDelta,
     UpstreamRequest,
 )
-from xrouter.providers.content import refuse_unsupported, text_of
+from xrouter.providers.content import refuse_unsupported
 from xrouter.providers.errors import malformed_response, truncated_stream, upstream_status_error
-from xrouter.providers.transport import UpstreamTransport, parse_retry_after, transport_error
+from xrouter.providers.gigachat_auth import (
+    TOKEN_REFRESH_MARGIN_SECONDS,
+    GigaChatConfig,
+    GigaChatTokenCache,
+    build_ssl,
+)
+from xrouter.providers.gigachat_tools import conversation, functions_fields, openai_tool_call
+from xrouter.providers.transport import UpstreamTransport
+
+__all__ = [
+    "TOKEN_REFRESH_MARGIN_SECONDS",
+    "GigaChatConfig",
+    "GigaChatProvider",
+    "GigaChatStreamDecoder",
+    "GigaChatTokenCache",
+]
 
 NAME = "gigachat"
-# Refresh this long before the token's own expiry, so no request carries a dying token.
-TOKEN_REFRESH_MARGIN_SECONDS = 60.0
-_UNSUPPORTED = (
-    "n",
-    "stop",
-    "presence_penalty",
-    "frequency_penalty",
-    "tools",
-    "tool_choice",
-    "response_format",
-)
+_UNSUPPORTED = ("n", "stop", "presence_penalty", "frequency_penalty")
 _FINISH_REASONS = {
     "stop": "stop",
     "length": "length",
     "function_call": "tool_calls",
     "blacklist": "content_filter",
 }
+_REASONING_EFFORTS = frozenset({"low", "medium", "high"})
 _JSON = {"Content-Type": "application/json", "Accept": "application/json"}
-
-
-@dataclass(frozen=True, slots=True)
-class GigaChatConfig:
-    base_url: str
-    auth_url: str
-    credentials: str | None = None
-    access_token: str | None = None
-    scope: str = "GIGACHAT_API_PERS"
-    ca_bundle: Path | None = None
-    verify_tls: bool = True
-
-
-# Credentials
-
-
-class _Token(msgspec.Struct):
-    access_token: str
-    expires_at: int  # milliseconds since the epoch
-
-
-class GigaChatTokenCache:
-    """Holds the OAuth access token; concurrent requests at expiry share one refresh."""
-
-    def __init__(
-        self,
-        config: GigaChatConfig,
-        session: aiohttp.ClientSession,
-        ssl_option: ssl.SSLContext | bool,
-    ) -> None:
-        self._config = config
-        self._session = session
-        self._ssl = ssl_option
-        self._token: str | None = config.access_token
-        self._expires_at = float("inf") if config.access_token else 0.0
-        self._lock = asyncio.Lock()
-
-    async def token(self) -> str:
-        if self._token is not None and time.time() < self._expires_at:
-            return self._token
-        async with self._lock:
-            if self._token is None or time.time() >= self._expires_at:
-                await self._refresh()
-            assert self._token is not None
-            return self._token
-
-    def invalidate(self) -> None:
-        if self._config.credentials:
-            self._token = None
-            self._expires_at = 0.0
-
-    async def _refresh(self) -> None:
-        if not self._config.credentials:
-            raise upstream_status_error(NAME, 401, None, None)
-        headers = {
-            "Authorization": f"Basic {self._config.credentials}",
-            "RqUID": str(uuid.uuid4()),
-            "Content-Type": "application/x-www-form-urlencoded",
-            "Accept": "application/json",
-        }
-        try:
-            async with self._session.post(
-                self._config.auth_url,
-                data={"scope": self._config.scope},
-                headers=headers,
-                ssl=self._ssl,
-            ) as response:
-                body = await response.read()
-                if response.status != 200:
-                    retry_after = parse_retry_after(response.headers.get("retry-after"))
-                    raise upstream_status_error(NAME, 401, None, retry_after)
-        except UpstreamError:
-            raise
-        except Exception as error:
-            raise transport_error(NAME, error) from error
-        try:
-            token = msgspec.json.decode(body, type=_Token)
-        except msgspec.DecodeError:
-            raise malformed_response(NAME, "OAuth token") from None
-        self._token = token.access_token
-        self._expires_at = token.expires_at / 1000 - TOKEN_REFRESH_MARGIN_SECONDS
+# The token each request was sent with, so a 401 discards that token and not a newer one.
+_SENT_TOKEN: ContextVar[str | None] = ContextVar("gigachat_sent_token", default=None)
 
 
 class GigaChatProvider(Provider):
@@ -156,15 +77,19 @@ class GigaChatProvider(Provider):
     ) -> None:
         super().__init__(emulated=emulated)
         self._config = config
-        self._ssl = _build_ssl(config)
+        self._ssl = build_ssl(config)
         self._transport = UpstreamTransport(session)
         self._tokens = GigaChatTokenCache(config, session, self._ssl)
 
+    # Credentials
+
     async def auth_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {await self._tokens.token()}"}
+        token = await self._tokens.token()
+        _SENT_TOKEN.set(token)
+        return {"Authorization": f"Bearer {token}"}
 
     async def invalidate_credentials(self) -> None:
-        self._tokens.invalidate()
+        self._tokens.invalidate(_SENT_TOKEN.get())
 
     def ssl_context(self) -> ssl.SSLContext | bool:
         return self._ssl
@@ -176,7 +101,7 @@ class GigaChatProvider(Provider):
         refuse_unsupported(request, NAME, _UNSUPPORTED)
         payload: dict[str, Any] = {
             "model": target.model,
-            "messages": _messages(request),
+            "messages": conversation(request.messages),
         }
         if request.temperature is not None:
             # GigaChat requires temperature > 0; values up to 0.001 are its deterministic mode.
@@ -187,6 +112,11 @@ class GigaChatProvider(Provider):
             payload["max_tokens"] = request.output_limit
         if request.repetition_penalty is not None:
             payload["repetition_penalty"] = request.repetition_penalty
+        payload.update(functions_fields(request))
+        if (response_format := _response_format(request)) is not None:
+            payload["response_format"] = response_format
+        if (effort := _reasoning_effort(request)) is not None:
+            payload["reasoning_effort"] = effort
         headers = dict(_JSON)
         if request.stream:
             payload["stream"] = True
@@ -206,14 +136,17 @@ class GigaChatProvider(Provider):
             reply = msgspec.json.decode(body, type=_Completion)
         except msgspec.DecodeError:
             raise malformed_response(NAME, "chat completion") from None
-        choices = [
-            Choice(
-                index=choice.index,
-                message=ResponseMessage(content=choice.message.content or ""),
-                finish_reason=_finish_reason(choice.finish_reason),
-            )
-            for choice in reply.choices
-        ]
+        choices = []
+        for choice in reply.choices:
+            message = choice.message
+            reason = _finish_reason(choice.finish_reason)
+            if message.function_call is not None:
+                call = message.function_call
+                tool_call = openai_tool_call(call.name, call.arguments, message.functions_state_id)
+                response = ResponseMessage(content=message.content or None, tool_calls=[tool_call])
+            else:
+                response = ResponseMessage(content=message.content or "")
+            choices.append(Choice(index=choice.index, message=response, finish_reason=reason))
         return ChatReply(choices, _usage(reply.usage), reply.model)
 
     # Errors
@@ -275,17 +208,6 @@ class GigaChatProvider(Provider):
         ]
 
 
-def _build_ssl(config: GigaChatConfig) -> ssl.SSLContext | bool:
-    if not config.verify_tls:
-        return False
-    if config.ca_bundle is None:
-        return True
-    context = ssl.create_default_context()
-    # The Russian Trusted Root CA is added to, not substituted for, the system roots.
-    context.load_verify_locations(cafile=str(config.ca_bundle))
-    return context
-
-
 def _refuse_version(target: ModelTarget) -> None:
     if target.version is not None:
         raise InvalidRequestError(
@@ -295,39 +217,53 @@ def _refuse_version(target: ModelTarget) -> None:
         )
 
 
-def _messages(request: ChatCompletionRequest) -> list[dict[str, Any]]:
-    messages: list[dict[str, Any]] = []
-    for index, message in enumerate(request.messages):
-        param = f"messages[{index}].content"
-        if isinstance(message, SystemMessage | DeveloperMessage):
-            # GigaChat takes one system message, first; a later one is refused with 422 upstream.
-            role = "system" if not messages else "user"
-            messages.append({"role": role, "content": text_of(message.content, param, NAME)})
-        elif isinstance(message, UserMessage):
-            messages.append({"role": "user", "content": text_of(message.content, param, NAME)})
-        elif isinstance(message, AssistantMessage):
-            if message.tool_calls:
-                raise InvalidRequestError(
-                    "gigachat tool calls are not supported through this gateway yet.",
-                    param=f"messages[{index}].tool_calls",
-                    code="unsupported_parameter",
-                )
-            messages.append({"role": "assistant", "content": text_of(message.content, param, NAME)})
-        elif isinstance(message, ToolMessage):
-            raise InvalidRequestError(
-                "gigachat tool messages are not supported through this gateway yet.",
-                param=f"messages[{index}]",
-                code="unsupported_parameter",
-            )
-    return messages
+def _response_format(request: ChatCompletionRequest) -> dict[str, Any] | None:
+    response_format = request.response_format
+    if response_format is None or response_format.type == "text":
+        return None
+    if response_format.type == "json_object":
+        raise InvalidRequestError(
+            "gigachat has no JSON mode; send response_format of type 'json_schema' instead.",
+            param="response_format",
+            code="unsupported_value",
+        )
+    schema = response_format.json_schema
+    if schema is None or schema.schema is None:
+        raise InvalidRequestError(
+            "response_format of type 'json_schema' needs json_schema.schema.",
+            param="response_format.json_schema",
+            code="invalid_value",
+        )
+    converted: dict[str, Any] = {"type": "json_schema", "schema": schema.schema}
+    if schema.strict is not None:
+        converted["strict"] = schema.strict
+    return converted
+
+
+def _reasoning_effort(request: ChatCompletionRequest) -> str | None:
+    effort = request.reasoning_effort
+    if effort is None or effort in _REASONING_EFFORTS:
+        return effort
+    raise InvalidRequestError(
+        f"gigachat takes reasoning_effort 'low', 'medium' or 'high', not '{effort}'.",
+        param="reasoning_effort",
+        code="unsupported_value",
+    )
 
 
 # Wire structs of GigaChat's answers (only the fields the gateway reads)
 
 
+class _FunctionCall(msgspec.Struct):
+    name: str
+    arguments: Any = None
+
+
 class _Message(msgspec.Struct):
     content: str | None = None
     role: str = "assistant"
+    function_call: _FunctionCall | None = None
+    functions_state_id: str | None = None
 
 
 class _Usage(msgspec.Struct):
@@ -349,12 +285,8 @@ class _Completion(msgspec.Struct):
     usage: _Usage | None = None
 
 
-class _Delta(msgspec.Struct):
-    content: str | None = None
-
-
 class _ChunkChoice(msgspec.Struct):
-    delta: _Delta
+    delta: _Message
     index: int = 0
     finish_reason: str | None = None
 
@@ -399,6 +331,16 @@ class _ModelList(msgspec.Struct):
 def _finish_reason(reason: str | None) -> str | None:
     if reason is None:
         return None
+    if reason == "error":
+        # GigaChat's way of saying the model produced invalid function-call arguments: there is
+        # no usable answer, and a new attempt may well produce valid ones.
+        raise UpstreamError(
+            f"{NAME} generated a function call with invalid arguments; retry the request.",
+            provider=NAME,
+            status=502,
+            retryable=True,
+            code="upstream_invalid_function_call",
+        )
     return _FINISH_REASONS.get(reason, reason)
 
 
@@ -415,7 +357,8 @@ def _usage(usage: _Usage | None) -> Usage | None:
 
 
 class GigaChatStreamDecoder(StreamDecoder):
-    """GigaChat streams server-sent events whose chunks are already deltas."""
+    """GigaChat streams server-sent events whose chunks are already deltas; a function call
+    arrives whole in one chunk and becomes one complete OpenAI tool-call delta."""
 
     _decoder = msgspec.json.Decoder(_Chunk)
 
@@ -439,6 +382,7 @@ class GigaChatStreamDecoder(StreamDecoder):
             deltas.append(
                 StreamDelta(
                     content=choice.delta.content,
+                    tool_calls=_tool_call_deltas(choice.delta),
                     finish_reason=reason,
                     usage=_usage(chunk.usage) if reason else None,
                     model_version=chunk.model,
@@ -451,3 +395,20 @@ class GigaChatStreamDecoder(StreamDecoder):
         if not self._finished:
             raise truncated_stream(NAME)
         return []
+
+
+def _tool_call_deltas(delta: _Message) -> list[ToolCallDelta] | None:
+    call = delta.function_call
+    if call is None:
+        return None
+    tool_call = openai_tool_call(call.name, call.arguments, delta.functions_state_id)
+    return [
+        ToolCallDelta(
+            index=0,
+            id=tool_call.id,
+            type="function",
+            function=FunctionCallDelta(
+                name=tool_call.function.name, arguments=tool_call.function.arguments
+            ),
+        )
+    ]

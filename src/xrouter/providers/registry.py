@@ -39,6 +39,8 @@ def build_gigachat(
             auth_url=settings.gigachat_auth_url,
             credentials=_secret(settings.gigachat_credentials),
             access_token=_secret(settings.gigachat_access_token),
+            user=settings.gigachat_user,
+            password=_secret(settings.gigachat_password),
             scope=settings.gigachat_scope,
             ca_bundle=settings.gigachat_ca_bundle,
             verify_tls=settings.gigachat_verify_tls,
@@ -65,6 +67,9 @@ def build_yandex(
             folder_id=settings.yandex_folder_id,
             api_key=_secret(settings.yandex_api_key),
             iam_token=_secret(settings.yandex_iam_token),
+            service_account_key=settings.yandex_service_account_key_file,
+            iam_url=settings.yandex_iam_url,
+            data_logging=settings.yandex_data_logging,
         )
         return YandexProvider(config, session)
     if emulator is None:

@@ -11,15 +11,18 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     DateTime,
     Dialect,
     Float,
+    ForeignKey,
     Index,
     Integer,
     MetaData,
     String,
+    Text,
     TypeDecorator,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -100,6 +103,10 @@ class ApiKey(Base):
     # Bumped on every change: key caches poll it to pick up inserts and revocations.
     updated_at: Mapped[datetime] = mapped_column(index=True)
     revoked_at: Mapped[datetime | None]
+    # Per-key rate limits; None falls back to the configured defaults (see xrouter.limits).
+    rpm: Mapped[int | None] = mapped_column(Integer)  # requests per minute
+    tpm: Mapped[int | None] = mapped_column(Integer)  # tokens per minute
+    tpd: Mapped[int | None] = mapped_column(Integer)  # tokens per day
 
     def __repr__(self) -> str:
         return f"ApiKey(id={self.id!r}, name={self.name!r}, prefix={self.prefix!r})"
@@ -131,3 +138,105 @@ class UsageRecord(Base):
 
     def __repr__(self) -> str:
         return f"UsageRecord(id={self.id!r}, model={self.model!r}, key_id={self.key_id!r})"
+
+
+class User(Base):
+    """A person who signs in to the web UI and authorizes apps. ``email`` is stored lower case."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True, index=True)
+    # argon2id in PHC string form (algorithm, parameters, salt and hash in one value).
+    password_hash: Mapped[str] = mapped_column(String(256))
+    is_admin: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    disabled_at: Mapped[datetime | None]
+
+    def __repr__(self) -> str:
+        return f"User(id={self.id!r}, email={self.email!r}, is_admin={self.is_admin!r})"
+
+
+class UiSession(Base):
+    """A signed-in browser. The cookie holds a random token; only its SHA-256 is stored."""
+
+    __tablename__ = "ui_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class OAuthClient(Base):
+    """A registered OAuth client. Public clients have no secret; redirect URIs match exactly."""
+
+    __tablename__ = "oauth_clients"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    redirect_uris: Mapped[list[str]] = mapped_column(JSON)
+    # HMAC-SHA-256 of the client secret (confidential clients only).
+    secret_hash: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    disabled_at: Mapped[datetime | None]
+
+    def __repr__(self) -> str:
+        return f"OAuthClient(id={self.id!r}, name={self.name!r})"
+
+
+class AuthorizationCode(Base):
+    """A one-time authorization code (only its SHA-256 is stored), for an OAuth client or,
+    with ``client_id`` None, for the OpenRouter-compatible key flow (``app_name`` labels it)."""
+
+    __tablename__ = "oauth_codes"
+
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str | None] = mapped_column(
+        ForeignKey("oauth_clients.id", ondelete="CASCADE")
+    )
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    redirect_uri: Mapped[str] = mapped_column(Text)
+    app_name: Mapped[str | None] = mapped_column(String(200))
+    # Every code carries a challenge: codes without PKCE are never issued.
+    code_challenge: Mapped[str] = mapped_column(String(128))
+    code_challenge_method: Mapped[str] = mapped_column(String(16))
+    scope: Mapped[str] = mapped_column(String(400))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    # Set by the one exchange that wins; a later exchange is a replay.
+    used_at: Mapped[datetime | None]
+    # The API key created from this code by the OpenRouter-compatible flow.
+    api_key_id: Mapped[str | None] = mapped_column(String(32))
+
+
+class AccessTokenRecord(Base):
+    """An issued JWT access token, by ``jti``: for the apps list, introspection and revocation."""
+
+    __tablename__ = "oauth_access_tokens"
+
+    jti: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    client_id: Mapped[str] = mapped_column(ForeignKey("oauth_clients.id", ondelete="CASCADE"))
+    scope: Mapped[str] = mapped_column(String(400))
+    code_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    issued_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    # Gateways poll this column to pick up revocations made elsewhere.
+    revoked_at: Mapped[datetime | None] = mapped_column(index=True)
+
+
+class SigningKey(Base):
+    """A token signing key pair. The private JWK is encrypted with a key derived from the
+    pepper, so the database alone cannot mint tokens."""
+
+    __tablename__ = "oauth_signing_keys"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    algorithm: Mapped[str] = mapped_column(String(16))
+    public_jwk: Mapped[str] = mapped_column(Text)
+    private_jwk_encrypted: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    # The first moment this key signs; it is published in the JWKS before that.
+    active_from: Mapped[datetime]

@@ -10,8 +10,8 @@ acknowledgement was lost) never writes a row twice.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import contextlib
+import itertools
 import logging
 from collections import deque
 from itertools import islice

@@ -1,0 +1,223 @@
+"""The Redis backend: limits shared by every gateway instance, exact under concurrency.
+
+Each check is one round trip: one Lua script reads every limit of the request, decides, and
+charges all of them or none, atomically. It takes the time from the Redis server (``TIME``), so
+the instances' clocks do not matter. Scripts run by ``EVALSHA``; after a Redis restart or
+``SCRIPT FLUSH`` the ``NOSCRIPT`` reply is answered with one ``EVAL``, which also re-caches the
+script. Every key shares one hash tag, so the scripts work on Redis Cluster too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from xrouter.limits.backend import BackendUnavailableError
+from xrouter.limits.gcra import MAX_SLACK_SECONDS, BucketState, Decision
+from xrouter.limits.policy import Limit
+
+# The server's clock, unless the caller passes a time (tests of window edges do).
+_NOW = """
+local function server_now(given)
+  if given ~= '' then return tonumber(given) end
+  local clock = redis.call('TIME')
+  return tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+end
+"""
+
+# Mirrors ``gcra.check``. KEYS: one per limit. ARGV: max slack, time or '', then per limit:
+# limit / period / cost. Returns {allowed, then per limit: remaining, reset ms, retry ms}.
+ACQUIRE_SCRIPT = (
+    _NOW
+    + """
+local now = server_now(ARGV[2])
+local max_slack = tonumber(ARGV[1])
+local n = #KEYS
+local levels, wanted, intervals, periods, slacks = {}, {}, {}, {}, {}
+local allowed = 1
+for i = 1, n do
+  local limit = tonumber(ARGV[3 * i])
+  local period = tonumber(ARGV[3 * i + 1])
+  local cost = tonumber(ARGV[3 * i + 2])
+  local interval = period / limit
+  local tat = redis.call('GET', KEYS[i])
+  local level = 0
+  if tat then level = math.max(tonumber(tat) - now, 0) end
+  levels[i], wanted[i] = level, level + cost * interval
+  intervals[i], periods[i] = interval, period
+  slacks[i] = math.min(interval / 2, max_slack)
+  if wanted[i] > period + slacks[i] then allowed = 0 end
+end
+local out = {allowed}
+for i = 1, n do
+  local level, retry = levels[i], 0
+  if allowed == 1 then
+    level = wanted[i]
+    if level > 0 then
+      redis.call('SET', KEYS[i], string.format('%.17g', now + level),
+                 'PX', math.ceil(level * 1000) + 1000)
+    end
+  elseif wanted[i] > periods[i] + slacks[i] then
+    retry = wanted[i] - periods[i]
+  end
+  local remaining = math.floor((periods[i] + slacks[i] - level) / intervals[i])
+  out[#out + 1] = remaining
+  out[#out + 1] = math.ceil(level * 1000)
+  out[#out + 1] = math.ceil(retry * 1000)
+end
+return out
+"""
+)
+
+# Mirrors ``gcra.adjusted_level``. KEYS: one per limit. ARGV: time or '', then per limit:
+# limit / period / change.
+ADJUST_SCRIPT = (
+    _NOW
+    + """
+local now = server_now(ARGV[1])
+for i = 1, #KEYS do
+  local limit = tonumber(ARGV[3 * i - 1])
+  local period = tonumber(ARGV[3 * i])
+  local change = tonumber(ARGV[3 * i + 1])
+  local tat = redis.call('GET', KEYS[i])
+  local level = 0
+  if tat then level = math.max(tonumber(tat) - now, 0) end
+  level = level + change * period / limit
+  if level > 0 then
+    redis.call('SET', KEYS[i], string.format('%.17g', now + level),
+               'PX', math.ceil(level * 1000) + 1000)
+  else
+    redis.call('DEL', KEYS[i])
+  end
+end
+return 1
+"""
+)
+
+RedisClient = aioredis.Redis | aioredis.RedisCluster
+# Bounds the socket operations themselves; each call's real budget is the (much shorter)
+# limiter timeout.
+CONNECT_TIMEOUT_SECONDS = 1.0
+# Errors that mean "Redis cannot answer", as opposed to a bug in the script or the caller.
+_UNREACHABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+
+
+class RedisScript:
+    """A Lua script run by ``EVALSHA``, falling back to ``EVAL`` on ``NOSCRIPT``."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+
+    async def run(self, client: RedisClient, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except redis_errors.NoScriptError:
+            return await client.eval(self.source, len(keys), *keys, *args)
+
+
+def limiter_client(url: str) -> aioredis.Redis:
+    """The limiter's own Redis client: no retries of its own (every call has a budget of a few
+    milliseconds; the failure policy decides what a failure means) and its own pool, so a
+    restart of Redis is handled without disturbing other users of Redis."""
+    return aioredis.from_url(
+        url,
+        retry=Retry(NoBackoff(), 0),
+        socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        socket_timeout=CONNECT_TIMEOUT_SECONDS,
+    )
+
+
+async def _drop_idle_connections(client: RedisClient) -> None:
+    if isinstance(client, aioredis.Redis):
+        await client.connection_pool.disconnect(inuse_connections=False)
+
+
+class RedisBackend:
+    """Limits in Redis. Every call is bounded by ``timeout`` seconds; a slow or unreachable
+    Redis raises ``BackendUnavailableError`` (the failure policy decides what happens next).
+    The backend owns ``client`` and closes it."""
+
+    name = "redis"
+
+    def __init__(
+        self,
+        client: RedisClient,
+        timeout: float,
+        *,
+        observe_latency: Callable[[float], None] | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        """``clock`` replaces the Redis server's time (tests only: it must be shared by every
+        caller, which is exactly what the server's time gives for free)."""
+        self._client = client
+        self._clock = clock
+        self._timeout = timeout
+        self._observe = observe_latency
+        self._acquire = RedisScript(ACQUIRE_SCRIPT)
+        self._adjust = RedisScript(ADJUST_SCRIPT)
+
+    async def acquire(self, limits: Sequence[Limit], costs: Sequence[int]) -> Decision:
+        args: list[Any] = [MAX_SLACK_SECONDS, self._now()]
+        for limit, cost in zip(limits, costs, strict=True):
+            args += (limit.limit, limit.period, cost)
+        reply = await self._call(self._acquire, [limit.storage_key for limit in limits], args)
+        states = tuple(
+            BucketState(
+                remaining=min(max(int(reply[i]), 0), limit.limit),
+                reset_after=int(reply[i + 1]) / 1000,
+                retry_after=int(reply[i + 2]) / 1000,
+            )
+            for limit, i in zip(limits, range(1, len(reply), 3), strict=True)
+        )
+        return Decision(int(reply[0]) == 1, states, self.name)
+
+    async def adjust(self, limits: Sequence[Limit], changes: Sequence[int]) -> None:
+        args: list[Any] = [self._now()]
+        keys: list[str] = []
+        for limit, change in zip(limits, changes, strict=True):
+            if change:
+                keys.append(limit.storage_key)
+                args += (limit.limit, limit.period, change)
+        if keys:
+            await self._call(self._adjust, keys, args)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    def _now(self) -> str:
+        return "" if self._clock is None else repr(self._clock())
+
+    async def _call(self, script: RedisScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._timeout):
+                try:
+                    reply = await script.run(self._client, keys, args)
+                except redis_errors.ConnectionError:
+                    # Connections pooled before a Redis restart each fail once: drop the idle
+                    # ones and try once more on a fresh connection, within the same budget.
+                    await _drop_idle_connections(self._client)
+                    reply = await script.run(self._client, keys, args)
+        except TimeoutError as error:
+            raise BackendUnavailableError(
+                "timeout", f"no reply in {self._timeout * 1000:g} ms"
+            ) from error
+        except _UNREACHABLE as error:
+            raise BackendUnavailableError("connection", type(error).__name__) from error
+        except redis_errors.RedisError as error:
+            # A loading replica, a full memory, a read-only failover target: not our bug, and
+            # the gateway must keep serving.
+            raise BackendUnavailableError("error", type(error).__name__) from error
+        finally:
+            if self._observe is not None:
+                self._observe(time.perf_counter() - started)
+        return reply
