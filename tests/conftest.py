@@ -155,3 +155,15 @@ from tests.gateway_fixtures import (  # noqa: E402
 )
 
 __all__ = ["api_key", "client", "emulators", "gateway", "http", "loop"]
+
+
+# Every log record of the session is kept and searched for the secrets the tests used.
+from tests import log_secrets  # noqa: E402
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    log_secrets.install()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    log_secrets.check(session)

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 import openai
@@ -71,14 +72,21 @@ def test_keys_create_list_revoke(tmp_path: Path) -> None:
     assert "Traceback" not in missing.stderr
 
 
+class Served(NamedTuple):
+    url: str
+    cwd: Path
+    process: subprocess.Popen[str]
+
+
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+def served(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Served]:
     """``xrouter serve`` in a fresh directory with no credentials: the ``make run`` default."""
+    drain = str(getattr(request, "param", 0))
     port = free_port()
     process = subprocess.Popen(
         [*XROUTER, "serve", "--port", str(port)],
         cwd=tmp_path,
-        env=clean_environment(),
+        env=clean_environment(XROUTER_SHUTDOWN_DRAIN_SECONDS=drain),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -96,8 +104,9 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
             output = process.stdout.read() if process.stdout else ""
             raise AssertionError(f"serve did not become ready:\n{output}")
         time.sleep(0.1)
-    yield url, tmp_path
-    process.send_signal(signal.SIGTERM)
+    yield Served(url, tmp_path, process)
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
     try:
         output, _ = process.communicate(timeout=30)
     except subprocess.TimeoutExpired:
@@ -109,8 +118,8 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     assert "Traceback" not in output
 
 
-def test_serve_with_embedded_defaults_and_emulators(served: tuple[str, Path]) -> None:
-    url, cwd = served
+def test_serve_with_embedded_defaults_and_emulators(served: Served) -> None:
+    url, cwd, _ = served
     created = xrouter(cwd, "keys", "create", "--name", "newcomer", "--json")
     key = json.loads(created.stdout)["key"]
     client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
@@ -133,3 +142,23 @@ def test_serve_with_embedded_defaults_and_emulators(served: tuple[str, Path]) ->
     )
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     client.close()
+
+
+@pytest.mark.parametrize("served", [1.5], indirect=True)
+def test_sigterm_drains_before_stopping(served: Served) -> None:
+    url, _, process = served
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    ready = httpx.get(f"{url}/ready")
+    assert ready.status_code == 503
+    assert ready.json()["status"] == "draining"
+    assert httpx.get(f"{url}/health").status_code == 200  # still serving while draining
+    while True:
+        try:
+            httpx.get(f"{url}/health", timeout=1)
+        except httpx.TransportError:
+            break
+        assert time.monotonic() - started < 20, "the server did not stop after draining"
+        time.sleep(0.1)
+    assert time.monotonic() - started >= 1.4

@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 class XRouterApp:
     """Dispatches by path prefix and runs the runtime's start and close in the lifespan."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, handle_signals: bool = False) -> None:
+        self.handle_signals = handle_signals
         self.runtime = Runtime(settings)
         self.gateway = GatewayApp(self.runtime)
         self.control_plane = create_control_plane(self.runtime)
@@ -42,6 +43,8 @@ class XRouterApp:
                     await self.runtime.close()
                     await send({"type": "lifespan.startup.failed", "message": str(error)})
                     return
+                if self.handle_signals:
+                    self.runtime.drain.install()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.runtime.close()
@@ -49,5 +52,6 @@ class XRouterApp:
                 return
 
 
-def create_app(settings: Settings) -> ASGIApp:
-    return RequestContextMiddleware(XRouterApp(settings))
+def create_app(settings: Settings, *, handle_signals: bool = False) -> ASGIApp:
+    """The app; ``handle_signals`` (the real server's main thread only) drains on SIGTERM."""
+    return RequestContextMiddleware(XRouterApp(settings, handle_signals=handle_signals))

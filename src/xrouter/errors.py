@@ -82,6 +82,12 @@ class MethodNotAllowedError(GatewayError):
     default_code = "method_not_allowed"
 
 
+class RequestTimeoutError(GatewayError):
+    status = 408
+    error_type = "invalid_request_error"
+    default_code = "request_timeout"
+
+
 class PayloadTooLargeError(GatewayError):
     status = 413
     error_type = "invalid_request_error"

@@ -21,18 +21,35 @@ from xrouter.auth.tokens import AccessTokens
 from xrouter.emulators.options import EmulatorOptions
 from xrouter.emulators.server import RunningEmulator, start_emulator
 from xrouter.keys.cache import KeyCache
+from xrouter.keys.events import KeyEvents
 from xrouter.keys.hashing import KeyHasher, load_pepper
+from xrouter.keys.policy import KeyPolicy
 from xrouter.keys.service import KeyService
+from xrouter.lifecycle import Drain
 from xrouter.limits.build import build_limiter
 from xrouter.limits.limiter import RateLimiter
+from xrouter.observability import multiprocess
+from xrouter.observability.access_log import RequestObserver
+from xrouter.observability.metrics import (
+    RuntimeCollector,
+    db_pool_reader,
+    redis_pool_reader,
+    usage_reader,
+)
 from xrouter.providers.base import Provider
 from xrouter.providers.registry import EmulatorAddresses, build_providers
 from xrouter.providers.transport import Timeouts, UpstreamTransport, create_session
+from xrouter.redis_url import connect_redis
+from xrouter.routing.build import Routing, start_routing
 from xrouter.routing.catalog import ModelCatalog
 from xrouter.routing.resolver import ModelResolver
 from xrouter.settings import Settings
 from xrouter.storage.database import create_engine, ping, session_factory
+from xrouter.usage.periods import Calendar
+from xrouter.usage.pricing import load_prices
 from xrouter.usage.recorder import UsageRecorder
+from xrouter.usage.service import UsageService
+from xrouter.usage.spend import MonthlySpend
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +64,14 @@ class Runtime:
     providers: dict[str, Provider] = field(init=False)
     catalog: ModelCatalog = field(init=False)
     resolver: ModelResolver = field(init=False)
+    # Routes, planner, executor and circuit breakers (routing/).
+    routing: Routing = field(init=False)
     keys: KeyCache = field(init=False)
     key_service: KeyService = field(init=False)
+    # Monthly spend per key and the per-request key checks (model allow-list, budget).
+    spend: MonthlySpend = field(init=False)
+    key_policy: KeyPolicy = field(init=False)
+    usage_reports: UsageService = field(init=False)
     usage: UsageRecorder = field(init=False)
     auth: AuthComponents = field(init=False)
     # The /v1 token check; None until started.
@@ -57,14 +80,23 @@ class Runtime:
     limiter: RateLimiter = field(init=False)
     # Every Prometheus metric of this worker; served at GET /metrics.
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
+    # Request metrics and the per-request log line (observability/).
+    observer: RequestObserver = field(init=False)
     emulators: list[RunningEmulator] = field(default_factory=list)
     _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
+
+    def __post_init__(self) -> None:
+        self.drain = Drain(self.settings.shutdown_drain_seconds)
 
     async def start(self) -> None:
         """Start every part; each registers its own close, so a failed start unwinds cleanly."""
         settings = self.settings
         stack = self._stack
-        self.engine = create_engine(settings.database_url)
+        self.engine = create_engine(
+            settings.database_url,
+            pool_size=settings.database_pool_size,
+            max_overflow=settings.database_max_overflow,
+        )
         stack.push_async_callback(self.engine.dispose)
         sessions = session_factory(self.engine)
         pepper = load_pepper(settings)
@@ -72,16 +104,44 @@ class Runtime:
         self.keys = KeyCache(sessions, hasher, settings.key_cache_refresh_seconds)
         await self.keys.start()
         stack.push_async_callback(self.keys.close)
-        self.key_service = KeyService(sessions, hasher, cache=self.keys)
-        self.usage = UsageRecorder(
-            sessions, settings.usage_flush_seconds, settings.usage_batch_size
-        )
-        await self.usage.start()
-        stack.push_async_callback(self.usage.close)
         if settings.redis_url:
-            client = redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+            client = connect_redis(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
             self.redis = client
             stack.push_async_callback(client.aclose)
+        key_events = KeyEvents(self.redis, self.keys)
+        await key_events.start()
+        stack.push_async_callback(key_events.close)
+        self.key_service = KeyService(sessions, hasher, cache=self.keys, events=key_events)
+        self.spend = MonthlySpend(
+            sessions,
+            Calendar(settings.budget_utc_offset_hours),
+            redis_client=self.redis,
+            watched_keys=self.keys.budgeted_ids,
+        )
+        await self.spend.start()
+        stack.push_async_callback(self.spend.close)
+        self.key_policy = KeyPolicy(self.spend)
+        prices = load_prices(settings)
+        self.usage = UsageRecorder(
+            sessions,
+            settings.usage_flush_seconds,
+            settings.usage_batch_size,
+            prices=prices,
+            spend=self.spend,
+        )
+        self.observer = RequestObserver(self.metrics, prices)
+        readers = [usage_reader(self.usage), db_pool_reader(self.engine.pool)]
+        if self.redis is not None:
+            readers.append(redis_pool_reader(self.redis.connection_pool))
+        if multiprocess.enabled():
+            stack.callback(multiprocess.worker_exited)
+            sampler = asyncio.create_task(multiprocess.sample_forever(self.metrics, readers))
+            stack.callback(sampler.cancel)
+        else:
+            self.metrics.register(RuntimeCollector(readers))
+        await self.usage.start()
+        stack.push_async_callback(self.usage.close)
+        self.usage_reports = UsageService(sessions, self.spend.calendar, self.usage)
         self.auth = await start_auth(
             settings, sessions, pepper, self.redis, self.key_service, stack
         )
@@ -101,7 +161,17 @@ class Runtime:
         self.catalog = ModelCatalog(self.providers, settings.models_cache_seconds)
         await self.catalog.start()
         stack.push_async_callback(self.catalog.close)
-        self.resolver = ModelResolver(self.providers, self.catalog)
+        self.routing = await start_routing(
+            settings,
+            self.providers,
+            self.catalog,
+            self.transport,
+            timeouts,
+            self.metrics,
+            self.redis,
+            stack,
+        )
+        self.resolver = ModelResolver(self.providers, self.catalog, self.routing.routes.current)
         self.started = True
 
     async def _start_emulators(self) -> EmulatorAddresses:

@@ -9,6 +9,7 @@ from starlette.types import ASGIApp
 
 from xrouter.app import create_app
 from xrouter.logs import configure_logging
+from xrouter.observability.multiprocess import shared_directory
 from xrouter.settings import Settings, load_settings
 
 
@@ -16,7 +17,7 @@ def app_from_environment() -> ASGIApp:
     """Factory for worker processes: each builds its own settings from the environment."""
     settings = load_settings()
     configure_logging(settings.log_level)
-    return create_app(settings)
+    return create_app(settings, handle_signals=True)
 
 
 def serve(settings: Settings) -> None:
@@ -31,8 +32,13 @@ def serve(settings: Settings) -> None:
         "proxy_headers": False,
     }
     if settings.workers > 1:
-        uvicorn.run(
-            "xrouter.server:app_from_environment", factory=True, workers=settings.workers, **common
-        )
+        # Every worker writes its metrics there, so any of them can answer /metrics for all.
+        with shared_directory():
+            uvicorn.run(
+                "xrouter.server:app_from_environment",
+                factory=True,
+                workers=settings.workers,
+                **common,
+            )
     else:
-        uvicorn.run(create_app(settings), **common)
+        uvicorn.run(create_app(settings, handle_signals=True), **common)

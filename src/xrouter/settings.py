@@ -27,6 +27,9 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from xrouter.redis_url import validate_redis_url
+from xrouter.routing.routes import RouteConfig
+
 GIGACHAT_API_URL = "https://gigachat.devices.sberbank.ru/api/v1"
 GIGACHAT_AUTH_URL = "https://ngw.devices.sberbank.ru:9443/api/v2/oauth"
 YANDEX_API_URL = "https://llm.api.cloud.yandex.net"
@@ -48,6 +51,15 @@ class RateQuota(BaseModel):
     tpd: int | None = Field(default=None, ge=1)
 
 
+class ModelPrice(BaseModel):
+    """A model's price in roubles per million tokens, for prompts and for completions."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt: float = Field(ge=0)
+    completion: float = Field(default=0.0, ge=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="XROUTER_", extra="forbid", case_sensitive=False, frozen=True
@@ -59,6 +71,9 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     database_url: str = DEFAULT_DATABASE_URL
+    # PostgreSQL connections each worker process keeps, and how many more it may open under load.
+    database_pool_size: int = Field(default=10, ge=1, le=1000)
+    database_max_overflow: int = Field(default=20, ge=0, le=1000)
     redis_url: str | None = None
     # Keys are stored as HMAC-SHA-256(pepper, key). Unset: a random pepper is created once in
     # ``key_pepper_file`` (fine for one host; set it explicitly when instances share a database).
@@ -68,6 +83,8 @@ class Settings(BaseSettings):
 
     # Requests to /v1 larger than this are refused with 413 before they are parsed.
     max_request_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # A /v1 request body still arriving after this is refused with 408 (slow-body attacks).
+    request_body_timeout_seconds: float = Field(default=30.0, gt=0)
     # When a provider has no credentials, serve it from the built-in emulator (local development).
     emulate_missing_providers: bool = True
 
@@ -77,8 +94,41 @@ class Settings(BaseSettings):
     upstream_max_connections: int = Field(default=512, ge=1)
     models_cache_seconds: float = Field(default=300.0, ge=0)
 
+    # Routing (README "Routing"). Routes: aliases with ordered or weighted targets, from
+    # ``routes`` here and from ``routes_file`` (which SIGHUP or the admin API reload).
+    routes: dict[str, RouteConfig] = Field(default_factory=dict)
+    routes_file: Path | None = None
+    # Time to the first byte of an answer (default: the read timeout); per route and target too.
+    upstream_first_byte_timeout_seconds: float | None = Field(default=None, gt=0)
+    # Retries of the same target after a retryable failure, before falling back to the next.
+    routing_retries: int = Field(default=0, ge=0, le=10)
+    routing_backoff_base_ms: float = Field(default=200.0, gt=0)
+    routing_backoff_max_ms: float = Field(default=5000.0, gt=0)
+    # No attempt starts, and no retry waits, past this long after the request arrived.
+    routing_deadline_seconds: float = Field(default=120.0, gt=0)
+    routing_breaker_window_seconds: float = Field(default=60.0, gt=0)
+    routing_breaker_min_requests: int = Field(default=5, ge=1)
+    routing_breaker_failure_ratio: float = Field(default=0.5, gt=0, le=1)
+    routing_breaker_open_seconds: float = Field(default=30.0, gt=0)
+    routing_breaker_half_open_probes: int = Field(default=1, ge=1)
+    # With XROUTER_REDIS_URL: breaker transitions are shared between instances.
+    routing_breaker_shared: bool = True
+    routing_breaker_sync_seconds: float = Field(default=2.0, gt=0, le=300)
+    # Which providers a key's traffic may reach: key id or "owner:<owner>" -> provider names.
+    routing_key_providers: dict[str, list[str]] = Field(default_factory=dict)
+
     usage_flush_seconds: float = Field(default=1.0, gt=0)
     usage_batch_size: int = Field(default=500, ge=1)
+    # On SIGTERM, report not ready (/ready 503) this long while still serving, then stop.
+    shutdown_drain_seconds: float = Field(default=5.0, ge=0, le=600)
+    # Prices by model id or pattern ("gigachat/GigaChat-2-Max", "yandex/*"), in roubles per
+    # million tokens: added to the built-in table, or to ``model_prices_file`` when that is set
+    # (a YAML or JSON mapping of the same shape, which then replaces the built-in table).
+    model_prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    model_prices_file: Path | None = None
+    # Months (for key budgets) and days (for usage totals) begin at midnight at this offset
+    # from UTC; 3 is Moscow time.
+    budget_utc_offset_hours: int = Field(default=3, ge=-12, le=14)
 
     # Rate limits (README "Rate limits"). A limit left unset does not apply. Keys' own limits
     # (``xrouter keys create --rpm ...``) replace the per-key defaults below.
@@ -177,9 +227,7 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str | None) -> str | None:
-        if value and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
-        return value or None
+        return validate_redis_url(value) if value else None
 
     @field_validator("rate_limit_webhook_url")
     @classmethod
@@ -187,6 +235,13 @@ class Settings(BaseSettings):
         if value and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value or None
+
+    @field_validator("model_prices_file")
+    @classmethod
+    def _prices_file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"file {value} does not exist")
+        return value
 
     @field_validator("gigachat_ca_bundle")
     @classmethod

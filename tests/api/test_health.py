@@ -48,22 +48,33 @@ def test_ready_checks_redis_when_configured(gateway_with_redis: RunningGateway) 
     assert response.json()["checks"] == {"database": "ok", "redis": "ok"}
 
 
-def test_ready_fails_when_redis_is_unreachable(
-    loop: BackgroundLoop, emulators: dict[str, RunningEmulator], tmp_path: Path
+@pytest.mark.parametrize(
+    ("policy", "status", "code"), [("closed", "unavailable", 503), ("open", "degraded", 200)]
+)
+def test_ready_when_redis_is_unreachable(
+    loop: BackgroundLoop,
+    emulators: dict[str, RunningEmulator],
+    tmp_path: Path,
+    policy: str,
+    status: str,
+    code: int,
 ) -> None:
+    """Fail-closed limits need Redis to serve; fail-open ones serve on, so the instance stays
+    in the load balancer and says it is degraded."""
     settings = gateway_settings(
         tmp_path / "x.db",
         emulators["gigachat"].url,
         emulators["yandex"].url,
         redis_url="redis://127.0.0.1:1/0",
+        rate_limit_failure_policy=policy,
     )
     upgrade(settings.database_url)
     running = RunningGateway(settings, loop)
     try:
         response = httpx.get(f"{running.url}/ready", timeout=10)
-        assert response.status_code == 503
+        assert response.status_code == code
         body = response.json()
-        assert body["status"] == "unavailable"
+        assert body["status"] == status
         assert body["checks"]["database"] == "ok"
         assert body["checks"]["redis"].startswith("unreachable")
     finally:

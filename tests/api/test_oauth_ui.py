@@ -44,7 +44,7 @@ def test_login_never_redirects_off_site(gateway: RunningGateway, next_path: str)
     with browser_for(gateway) as browser:
         response = browser.login(user.email, next_path=next_path)
     assert response.status_code == 303
-    assert response.headers["location"] == "/ui/apps"
+    assert response.headers["location"] == "/ui/keys"
 
 
 def test_login_returns_to_the_authorize_request(gateway: RunningGateway) -> None:

@@ -22,6 +22,8 @@ from xrouter.storage.migrate import upgrade
 
 USER = [{"role": "user", "content": "Привет"}]
 
+TOKEN_TTL = 4.0
+
 
 def _gateway(
     loop: BackgroundLoop, tmp_path: Path, emulator: RunningEmulator, key_file: Path
@@ -45,7 +47,8 @@ def iam_gateway(
 ) -> Iterator[tuple[RunningGateway, RunningEmulator]]:
     key_file = write_authorized_key(tmp_path / "authorized_key.json")
     # Only IAM tokens open this emulator: an API key is refused.
-    options = EmulatorOptions(api_key="not-used-by-the-gateway", token_ttl_seconds=1.0)
+    # Long enough that a burst on a loaded machine ends before the half-life renewal starts.
+    options = EmulatorOptions(api_key="not-used-by-the-gateway", token_ttl_seconds=TOKEN_TTL)
     emulator = loop.run(start_emulator("yandex", options, service_account_keys=[key_file]))
     gateway = _gateway(loop, tmp_path, emulator, key_file)
     yield gateway, emulator
@@ -77,8 +80,8 @@ def test_a_burst_of_requests_makes_one_iam_exchange(
     assert emulator.app[STATS_KEY].iam_token_requests == 1
     assert emulator.app[STATS_KEY].completion_requests == 100
 
-    # The emulator's tokens live one second here: a later request gets a renewed token.
-    time.sleep(1.1)
+    # Past the token's half-life a later request gets a renewed token.
+    time.sleep(TOKEN_TTL / 2 + 0.2)
     with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0) as client:
         stream = client.chat.completions.create(
             model="yandex/yandexgpt", messages=USER, stream=True

@@ -12,9 +12,21 @@ from starlette.exceptions import HTTPException
 from starlette.staticfiles import StaticFiles
 
 from xrouter import __version__
-from xrouter.api import admin_clients, health, metrics, oauth, openrouter_auth, ui_auth
+from xrouter.api import (
+    admin_clients,
+    admin_users,
+    health,
+    keys,
+    metrics,
+    oauth,
+    openrouter_auth,
+    openrouter_keys,
+    routes_admin,
+    ui_auth,
+    ui_keys,
+)
 from xrouter.api.openapi import install_openapi
-from xrouter.errors import ErrorBody, ErrorDetail
+from xrouter.errors import ErrorBody, ErrorDetail, GatewayError
 from xrouter.runtime import Runtime
 from xrouter.ui.pages import STATIC_DIR, STATIC_PATH
 
@@ -37,12 +49,22 @@ def create_control_plane(runtime: Runtime) -> FastAPI:
     app.include_router(openrouter_auth.router)
     app.include_router(ui_auth.router)
     app.include_router(admin_clients.router)
+    app.include_router(routes_admin.router)
+    app.include_router(keys.router)
+    app.include_router(openrouter_keys.router)
+    app.include_router(admin_users.router)
+    app.include_router(ui_keys.router)
     app.mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="ui-static")
     install_openapi(app)
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
         return RedirectResponse("/docs")
+
+    @app.exception_handler(GatewayError)
+    async def gateway_error(request: Request, error: GatewayError) -> JSONResponse:
+        body = msgspec.to_builtins(error.body())
+        return JSONResponse(body, status_code=error.status, headers=error.headers)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:

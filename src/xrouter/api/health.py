@@ -29,14 +29,27 @@ async def health() -> Health:
     "/ready",
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "A dependency is unreachable"}},
-    summary="Readiness: the database (and Redis, when configured) are reachable",
+    summary="Readiness: the database is reachable, and Redis too when configured "
+    "(a Redis outage only degrades readiness under the fail-open rate-limit policy)",
 )
 async def ready(request: Request) -> JSONResponse:
     runtime: Runtime = request.app.state.runtime
     if not runtime.started:
         body = Readiness(status="starting", checks={})
         return JSONResponse(body.model_dump(), status_code=503)
+    if runtime.drain.draining:
+        # Going away: the load balancer must stop sending traffic; requests are still served.
+        body = Readiness(status="draining", checks={})
+        return JSONResponse(body.model_dump(), status_code=503)
     checks = await runtime.check_ready()
-    ok = all(value == "ok" for value in checks.values())
-    body = Readiness(status="ready" if ok else "unavailable", checks=checks)
-    return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+    failing = {name for name, value in checks.items() if value != "ok"}
+    # With the fail-open rate-limit policy the gateway serves on without Redis: taking every
+    # instance out of the load balancer then would turn a Redis outage into a full outage.
+    tolerated = {"redis"} if runtime.settings.rate_limit_failure_policy == "open" else set()
+    if not failing:
+        status, code = "ready", 200
+    elif failing <= tolerated:
+        status, code = "degraded", 200
+    else:
+        status, code = "unavailable", 503
+    return JSONResponse(Readiness(status=status, checks=checks).model_dump(), status_code=code)

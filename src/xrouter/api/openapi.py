@@ -13,6 +13,14 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from xrouter.errors import ErrorBody
+from xrouter.gateway.anthropic.wire import (
+    AnthropicErrorBody,
+    AnthropicMessage,
+    CountTokensRequest,
+    MessagesRequest,
+    TokenCount,
+)
+from xrouter.gateway.responses.wire import ResponseObject, ResponsesRequest
 from xrouter.gateway.wire import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -56,6 +64,7 @@ def gateway_paths() -> tuple[dict[str, Any], dict[str, Any]]:
         EmbeddingsResponse,
         ModelList,
         ErrorBody,
+        *_TRANSLATED_STRUCTS,
     ]
     _, components = msgspec.json.schema_components(structs, ref_template=_REF)
     security: list[dict[str, list[str]]] = [{"bearerAuth": []}]
@@ -118,7 +127,90 @@ def gateway_paths() -> tuple[dict[str, Any], dict[str, Any]]:
             }
         },
     }
+    paths.update(_translated_paths(security))
     return paths, components
+
+
+_TRANSLATED_STRUCTS = [
+    MessagesRequest,
+    AnthropicMessage,
+    CountTokensRequest,
+    TokenCount,
+    AnthropicErrorBody,
+    ResponsesRequest,
+    ResponseObject,
+]
+
+
+def _operation(
+    summary: str,
+    operation_id: str,
+    request: type,
+    response: type,
+    description: str,
+    errors: dict[str, Any],
+    security: list[dict[str, list[str]]],
+) -> dict[str, Any]:
+    content: dict[str, Any] = {"application/json": {"schema": _ref(response)}}
+    if "stream" in description:
+        content["text/event-stream"] = {"schema": {"type": "string"}}
+    return {
+        "post": {
+            "tags": ["gateway"],
+            "summary": summary,
+            "operationId": operation_id,
+            "security": security,
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref(request)}},
+            },
+            "responses": {"200": {"description": description, "content": content}, **errors},
+        }
+    }
+
+
+def _translated_paths(security: list[dict[str, list[str]]]) -> dict[str, Any]:
+    """The Anthropic Messages and OpenAI Responses endpoints, served over the chat pipeline."""
+    anthropic_errors = {
+        status: {
+            "description": text,
+            "content": {"application/json": {"schema": _ref(AnthropicErrorBody)}},
+        }
+        for status, text in {**_ERROR_STATUSES, "500": "The provider failed"}.items()
+        if status not in {"415", "502"}
+    }
+    anthropic_security: list[dict[str, list[str]]] = [*security, {"apiKeyAuth": []}]
+    return {
+        "/v1/messages": _operation(
+            "Create a message (Anthropic Messages API; SSE events with stream=true)",
+            "createMessage",
+            MessagesRequest,
+            AnthropicMessage,
+            "The message; with stream=true, Anthropic's event stream (message_start ... "
+            "message_stop)",
+            anthropic_errors,
+            anthropic_security,
+        ),
+        "/v1/messages/count_tokens": _operation(
+            "Count a message's input tokens with the provider's tokenizer",
+            "countMessageTokens",
+            CountTokensRequest,
+            TokenCount,
+            "The input token count",
+            anthropic_errors,
+            anthropic_security,
+        ),
+        "/v1/responses": _operation(
+            "Create a response (OpenAI Responses API; SSE events with stream=true)",
+            "createResponse",
+            ResponsesRequest,
+            ResponseObject,
+            "The response; with stream=true, the Responses event stream (response.created ... "
+            "response.completed)",
+            _errors(),
+            security,
+        ),
+    }
 
 
 def install_openapi(app: FastAPI) -> None:
@@ -138,7 +230,13 @@ def install_openapi(app: FastAPI) -> None:
                     "type": "http",
                     "scheme": "bearer",
                     "description": "sk-xr-v1-... API key",
-                }
+                },
+                "apiKeyAuth": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "x-api-key",
+                    "description": "sk-xr-v1-... API key, as Anthropic clients send it",
+                },
             }
             app.openapi_schema = schema
         return app.openapi_schema

@@ -21,6 +21,7 @@ router = APIRouter(include_in_schema=False)
 
 LOGIN_PATH = "/ui/login"
 APPS_PATH = "/ui/apps"
+HOME_PATH = "/ui/keys"
 # Where a sign-in may send the browser afterwards: only this server's own pages.
 _SAFE_NEXT = re.compile(r"^/(oauth/authorize|auth|ui/)[A-Za-z0-9\-._~!$&'()*+,;=:@%/?]*$")
 
@@ -31,12 +32,12 @@ def auth_of(request: Request) -> AuthComponents:
 
 
 def safe_next(value: str | None) -> str:
-    """``value`` if it is a path on this server the login may return to, else the apps page.
+    """``value`` if it is a path on this server the login may return to, else the keys page.
     Never an absolute or scheme-relative URL: the login must not be an open redirect."""
     # The pattern pins the first path segment, so "//host" and "/\\host" cannot match.
     if value and _SAFE_NEXT.match(value):
         return value
-    return APPS_PATH
+    return HOME_PATH
 
 
 def login_redirect(request: Request) -> RedirectResponse:

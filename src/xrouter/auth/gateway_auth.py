@@ -14,18 +14,24 @@ from xrouter.auth.tokens import AccessTokens, TokenError
 from xrouter.errors import AuthenticationError, PermissionDeniedError
 from xrouter.keys.cache import ActiveKey, KeyCache
 from xrouter.keys.format import display_prefix, is_well_formed
+from xrouter.keys.policy import check_usable
 
 _MISSING = (
     "You didn't provide an API key. Send it in the Authorization header as "
-    "'Authorization: Bearer sk-xr-v1-...'."
+    "'Authorization: Bearer sk-xr-v1-...' (or as 'x-api-key: sk-xr-v1-...')."
 )
 _API_KEY_PREFIX = "sk-"
 TOKEN_KEY_PREFIX = "oauth"  # noqa: S105 (a label, not a secret)
 
 
 def bearer_token(headers: Headers) -> str:
+    """The credential of a request: ``Authorization: Bearer``, or Anthropic's ``x-api-key``
+    header (which Anthropic clients send) when there is no Authorization header."""
     value = headers.get("authorization")
     if not value:
+        api_key = headers.get("x-api-key", "").strip()
+        if api_key:
+            return api_key
         raise AuthenticationError(_MISSING, code="missing_api_key")
     scheme, _, token = value.partition(" ")
     token = token.strip()
@@ -57,6 +63,8 @@ def authenticate(
         raise AuthenticationError(
             f"Incorrect API key provided: {display_prefix(token)}. It is unknown or revoked."
         )
+    # Disabled, expired and management keys are known but refused, each with its own reason.
+    check_usable(key)
     return key
 
 

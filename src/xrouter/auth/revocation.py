@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from xrouter.pubsub import follow_channel
 from xrouter.storage.models import AccessTokenRecord, utc_now
 
 logger = logging.getLogger(__name__)
@@ -136,23 +137,15 @@ class RevocationFeed:
 
     async def _subscribe(self) -> None:
         assert self._redis is not None
-        while not self._closing:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(REDIS_CHANNEL)
-                # Messages sent while this instance was not subscribed: read the set again.
-                self._redis_version = None
-                await self._poll_redis()
-                while not self._closing:
-                    message = await pubsub.get_message(timeout=0.5)
-                    if message is not None and message.get("type") == "message":
-                        self._apply_message(message["data"])
-            except (RedisError, OSError, TimeoutError) as error:
-                logger.warning("revocation channel lost (%s); reconnecting", type(error).__name__)
-                await asyncio.sleep(1)
-            finally:
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+        async def catch_up() -> None:
+            # Messages sent while this instance was not subscribed: read the set again.
+            self._redis_version = None
+            await self._poll_redis()
+
+        await follow_channel(
+            self._redis, REDIS_CHANNEL, self._apply_message, catch_up, lambda: self._closing
+        )
 
     def _apply_message(self, data: bytes | str) -> None:
         text = data.decode() if isinstance(data, bytes) else data

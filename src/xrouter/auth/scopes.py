@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 INFERENCE = "inference"
 PROFILE = "profile"
+KEYS = "keys"
 # RFC 6749 §3.3: a request without ``scope`` gets this one.
 DEFAULT_SCOPES = frozenset({INFERENCE})
 
@@ -24,6 +25,11 @@ SCOPES: dict[str, Scope] = {
         "Вызывать модели через /v1 API от вашего имени (расход учитывается на ваш аккаунт)",
     ),
     PROFILE: Scope(PROFILE, "See your email address", "Видеть ваш адрес электронной почты"),
+    KEYS: Scope(
+        KEYS,
+        "Create, change and revoke your API keys, and see their usage",
+        "Создавать, менять и отзывать ваши API-ключи и видеть их расход",
+    ),
 }
 
 

@@ -72,6 +72,10 @@ class UserRepository:
     async def count(self) -> int:
         return int(await self._session.scalar(select(func.count()).select_from(User)) or 0)
 
+    async def list(self) -> list[User]:
+        """Every user, oldest first."""
+        return list(await self._session.scalars(select(User).order_by(User.created_at, User.id)))
+
 
 class UserService:
     """Creating users and checking their passwords, each call in its own transaction."""
@@ -119,6 +123,27 @@ class UserService:
         if row is None or row.disabled_at is not None:
             return None
         return UserInfo.from_row(row)
+
+    async def list(self) -> list[tuple[UserInfo, bool]]:
+        """Every user with whether they are disabled, oldest first."""
+        async with self._sessions() as session:
+            rows = await UserRepository(session).list()
+            return [(UserInfo.from_row(row), row.disabled_at is not None) for row in rows]
+
+    async def set_flags(
+        self, user_id: str, *, disabled: bool | None = None, is_admin: bool | None = None
+    ) -> tuple[UserInfo, bool] | None:
+        """Disable or enable a user, or change whether they administer; None if unknown."""
+        async with self._sessions() as session, session.begin():
+            row = await UserRepository(session).get(user_id)
+            if row is None:
+                return None
+            if disabled is not None and disabled != (row.disabled_at is not None):
+                row.disabled_at = utc_now() if disabled else None
+            if is_admin is not None:
+                row.is_admin = is_admin
+            row.updated_at = utc_now()
+            return UserInfo.from_row(row), row.disabled_at is not None
 
     async def _rehash(self, user_id: str, password: str) -> None:
         new_hash = await self._passwords.hash(password)

@@ -11,7 +11,7 @@ import binascii
 import secrets
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,6 +105,8 @@ class GigaChatStats:
     api_requests: int = 0
     chat_requests: int = 0
     unauthorized: int = 0
+    # The messages of the latest chat requests, newest last: what a client really sent.
+    recent_chats: deque[list[dict[str, Any]]] = field(default_factory=lambda: deque(maxlen=64))
 
 
 STATS_KEY = web.AppKey("gigachat_stats", GigaChatStats)
@@ -343,6 +345,7 @@ def _versioned(model: str) -> str:
 async def _chat_completions(request: web.Request, state: _State) -> web.StreamResponse:
     state.stats.chat_requests += 1
     chat = parse_chat(await _read_object(request))
+    state.stats.recent_chats.append(chat.messages)
     session = request.headers.get("X-Session-ID")
     precached = cached_prefix_tokens(state.sessions.get(session), chat) if session else 0
     if session:

@@ -6,7 +6,7 @@ import asyncio
 import base64
 import logging
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -36,6 +36,31 @@ _logger = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
+class ConnectionStats:
+    """Requests being handled when their client closed the connection (the handler was then
+    cancelled, as a real server stops working for a client that left)."""
+
+    client_disconnects: int = 0
+
+
+CONNECTIONS_KEY = web.AppKey("emulator_connections", ConnectionStats)
+
+
+@web.middleware
+async def _count_disconnects(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        # Cancelled from outside (aiohttp, on connection loss), not a handler giving up itself.
+        if task is not None and task.cancelling():
+            request.app[CONNECTIONS_KEY].client_disconnects += 1
+        raise
+
+
+@dataclass(slots=True)
 class RunningEmulator:
     """An emulator listening on ``url``; ``close()`` stops it."""
 
@@ -46,6 +71,10 @@ class RunningEmulator:
     # The Yandex emulator's gRPC face, when it was asked for.
     grpc_port: int | None = None
     grpc_server: grpc.aio.Server | None = None
+
+    @property
+    def connections(self) -> ConnectionStats:
+        return self.app[CONNECTIONS_KEY]
 
     async def close(self) -> None:
         """Stop listening and release the port(s)."""
@@ -83,8 +112,10 @@ async def start_emulator(
         app = yandex.create_app(options or EmulatorOptions(), service_account_keys)
     else:
         app = create_app(kind, options or EmulatorOptions())
+    app[CONNECTIONS_KEY] = ConnectionStats()
+    app.middlewares.append(_count_disconnects)
     # No access log: it would dominate the cost of a request under load tests.
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

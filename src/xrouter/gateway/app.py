@@ -7,21 +7,32 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from xrouter.errors import MethodNotAllowedError, NotFoundError
+from xrouter.gateway.anthropic.handlers import AnthropicHandlers
 from xrouter.gateway.handlers import GatewayHandlers, Handler, guarded
 from xrouter.gateway.http import error_response
+from xrouter.gateway.responses.handlers import ResponsesHandlers
 from xrouter.runtime import Runtime
 
 
 class GatewayApp:
     def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
         handlers = GatewayHandlers(runtime)
+        anthropic = AnthropicHandlers(handlers)
+        responses = ResponsesHandlers(handlers)
         self.routes: dict[str, dict[str, Handler]] = {
             "/v1/chat/completions": {"POST": guarded(handlers.chat_completions)},
+            # Anthropic's endpoints render their own (Anthropic-shaped) errors.
+            "/v1/messages": {"POST": anthropic.messages},
+            "/v1/messages/count_tokens": {"POST": anthropic.count_tokens},
+            "/v1/responses": {"POST": guarded(responses.create)},
             "/v1/embeddings": {"POST": guarded(handlers.embeddings)},
             "/v1/models": {"GET": guarded(handlers.models)},
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        observer = self.runtime.observer
+        observer.begin(scope)
         path = scope["path"]
         methods = self.routes.get(path) or self.routes.get(path.rstrip("/"))
         if methods is None:
@@ -37,4 +48,4 @@ class GatewayApp:
             response = error_response(error)
         else:
             response = await handler(Request(scope, receive))
-        await response(scope, receive, send)
+        await observer.send(response, scope, receive, send)

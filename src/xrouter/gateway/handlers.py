@@ -4,11 +4,12 @@ database: keys and models come from memory and usage is handed to a buffered rec
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import time
 from array import array
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 from starlette.requests import Request
@@ -20,6 +21,7 @@ from xrouter.gateway.http import decode_json, error_response, json_response, rea
 from xrouter.gateway.streaming import ChunkStream, StreamOutcome
 from xrouter.gateway.wire import (
     ChatCompletion,
+    ChatCompletionChunk,
     ChatCompletionRequest,
     Embedding,
     EmbeddingsRequest,
@@ -29,16 +31,16 @@ from xrouter.gateway.wire import (
     Usage,
 )
 from xrouter.keys.cache import ActiveKey
+from xrouter.keys.policy import id_allowed
 from xrouter.limits.limiter import Admission
-from xrouter.providers.base import ModelTarget, Provider, UpstreamRequest
+from xrouter.providers.base import ModelTarget, StreamDelta
+from xrouter.routing.planner import Plan
 from xrouter.runtime import Runtime
 from xrouter.usage.recorder import UsageEvent
 
 Handler = Callable[[Request], Awaitable[Response]]
 _CHAT = msgspec.json.Decoder(ChatCompletionRequest)
 _EMBEDDINGS = msgspec.json.Decoder(EmbeddingsRequest)
-# Yandex embeds one text per call: this many run at once for one client request.
-EMBEDDING_CALLS_IN_PARALLEL = 8
 
 
 class GatewayHandlers:
@@ -46,87 +48,102 @@ class GatewayHandlers:
         self.runtime = runtime
 
     async def chat_completions(self, request: Request) -> Response:
+        result = await self.run_chat(request, _decode_chat)
+        if isinstance(result, ChatStream):
+            return result.response(result.stream.events(result.first_line, result.lines))
+        return json_response(result.completion, headers=result.headers)
+
+    async def run_chat(self, request: Request, parse: ChatParser) -> ChatResult | ChatStream:
+        """The pipeline every chat-shaped API shares: authenticate, read and ``parse`` the body
+        into a chat request, route, limit, call the provider, record usage. The caller renders
+        the answer (or the started stream) in its own API's format."""
         started = time.perf_counter()
         runtime = self.runtime
         key = authenticate(request, runtime.keys, runtime.access_tokens)
-        raw = await read_body(request, runtime.settings.max_request_bytes)
-        chat = decode_json(raw, _CHAT)
-        provider, target = runtime.resolver.resolve(chat.model, "chat")
-        upstream = provider.chat_request(chat, target)
+        raw = await read_body(request, *body_limits(runtime))
+        chat = parse(raw, key)
+        # The plan: targets in the order to try them (routes, fallbacks, breakers); the primary
+        # is translated already, so a request no target can take is refused before the limit.
+        plan = runtime.routing.planner.plan_chat(chat, key)
+        executor = runtime.routing.executor
+        executor.prepare_chat(plan, chat)
+        target = plan.primary.target
+        runtime.key_policy.admit(key, target)
         limiter = runtime.limiter
         admission = await limiter.admit(key, target, limiter.policy.chat_tokens(chat, len(raw)))
-        request_id = request_id_of(request)
-        usage = _UsageContext(runtime, request_id, key, target, chat.stream, started, admission)
+        usage = _UsageContext(runtime, request, key, target, chat.stream, started, admission)
         if chat.stream:
-            return await self._stream(provider, target, chat, upstream, usage)
+            return await self._stream(request, plan, chat, usage)
         try:
-            reply = provider.chat_reply(await runtime.transport.send(provider, upstream), target)
+            served = await executor.watch(request.receive, executor.chat(plan, chat))
         except GatewayError as error:
             usage.record(error.status, None, error=error)
             raise
+        usage.target = served.planned.target
+        usage.attempts = len(served.attempts)
+        reply = served.value
         completion = ChatCompletion(
-            id=f"chatcmpl-{request_id}",
+            id=usage.generation_id,
             created=int(time.time()),
-            model=target.public_id,
+            model=usage.target.public_id,
             choices=reply.choices,
             usage=reply.usage,
             system_fingerprint=reply.model_version,
         )
         usage.record(200, reply.usage)
-        return json_response(completion, headers=dict(admission.headers))
+        return ChatResult(
+            completion, usage.request_id, {**usage.response_headers(), **served.headers()}
+        )
 
     async def _stream(
-        self,
-        provider: Provider,
-        target: ModelTarget,
-        chat: ChatCompletionRequest,
-        upstream: UpstreamRequest,
-        usage: _UsageContext,
-    ) -> Response:
-        lines = self.runtime.transport.stream_lines(provider, upstream)
+        self, request: Request, plan: Plan, chat: ChatCompletionRequest, usage: _UsageContext
+    ) -> ChatStream:
+        executor = self.runtime.routing.executor
         try:
-            # Wait for the upstream's first line so a refusal still gets its own HTTP status.
-            first_line: bytes | None = await anext(lines)
-        except StopAsyncIteration:
-            first_line = None
+            # Up to the first delta, a failing target can still be replaced by the next one,
+            # and a request that fails everywhere still gets its own HTTP status.
+            served = await executor.watch(request.receive, executor.open_stream(plan, chat))
         except GatewayError as error:
             usage.record(error.status, None, error=error)
             raise
+        usage.target = served.planned.target
+        usage.attempts = len(served.attempts)
+        opened = served.value
 
         def finish(outcome: StreamOutcome) -> None:
             status = outcome.error.status if outcome.error else 200
+            if outcome.error is not None:
+                executor.stream_failed(served.planned, outcome.error)
             usage.record(
                 status, outcome.usage, error=outcome.error, first_token_at=outcome.first_token_at
             )
 
         stream = ChunkStream(
-            f"chatcmpl-{usage.request_id}",
-            target.public_id,
+            usage.generation_id,
+            usage.target.public_id,
             chat.include_usage_in_stream,
-            provider.stream_decoder(target),
+            opened.decoder,
             finish,
         )
-        return StreamingResponse(
-            stream.events(first_line, lines),
-            media_type="text/event-stream",
-            headers={
-                "cache-control": "no-cache",
-                "x-accel-buffering": "no",
-                **usage.admission.headers,
-            },
-        )
+        headers = {**usage.response_headers(), **served.headers()}
+        return ChatStream(stream, opened.first, opened.lines, usage.request_id, headers)
 
     async def models(self, request: Request) -> Response:
-        authenticate(request, self.runtime.keys, self.runtime.access_tokens)
-        return json_response(ModelList(self.runtime.catalog.models()))
+        key = authenticate(request, self.runtime.keys, self.runtime.access_tokens)
+        cards = self.runtime.catalog.models()
+        if key.allowed_models is not None:  # a key sees only the models it may use
+            cards = [card for card in cards if id_allowed(key.allowed_models, card.id)]
+        return json_response(ModelList(cards))
 
     async def embeddings(self, request: Request) -> Response:
         started = time.perf_counter()
         runtime = self.runtime
         key = authenticate(request, runtime.keys, runtime.access_tokens)
-        raw = await read_body(request, runtime.settings.max_request_bytes)
+        raw = await read_body(request, *body_limits(runtime))
         body = decode_json(raw, _EMBEDDINGS)
-        provider, target = runtime.resolver.resolve(body.model, "embeddings")
+        plan = runtime.routing.planner.plan_embeddings(body.model, key)
+        target = plan.primary.target
+        runtime.key_policy.admit(key, target)
         texts = body.texts()
         if texts is None:
             raise InvalidRequestError(
@@ -136,22 +153,15 @@ class GatewayHandlers:
             )
         limiter = runtime.limiter
         admission = await limiter.admit(key, target, limiter.policy.embedding_tokens(len(raw)))
-        usage = _UsageContext(
-            runtime, request_id_of(request), key, target, False, started, admission
-        )
-        calls = provider.embeddings_requests(body, texts, target)
-        limit = asyncio.Semaphore(EMBEDDING_CALLS_IN_PARALLEL)
-
-        async def send(call: UpstreamRequest) -> bytes:
-            async with limit:
-                return await runtime.transport.send(provider, call)
-
+        usage = _UsageContext(runtime, request, key, target, False, started, admission, "embd-")
+        executor = runtime.routing.executor
         try:
-            bodies = await asyncio.gather(*(send(call) for call in calls))
-            reply = provider.embeddings_reply(list(bodies), target)
+            served = await executor.watch(request.receive, executor.embeddings(plan, body, texts))
         except GatewayError as error:
             usage.record(error.status, None, error=error)
             raise
+        usage.attempts = len(served.attempts)
+        reply = served.value
         data = reply.data
         if body.encoding_format == "base64":
             data = [Embedding(item.index, _base64_floats(item.embedding)) for item in data]
@@ -159,8 +169,51 @@ class GatewayHandlers:
         usage.record(200, Usage(tokens, 0, tokens))
         return json_response(
             EmbeddingsResponse(data, target.public_id, EmbeddingsUsage(tokens, tokens)),
-            headers=dict(admission.headers),
+            headers={**usage.response_headers(), **served.headers()},
         )
+
+
+def body_limits(runtime: Runtime) -> tuple[int, float]:
+    """The size and time limits of a request body, as ``read_body`` takes them."""
+    settings = runtime.settings
+    return settings.max_request_bytes, settings.request_body_timeout_seconds
+
+
+def _decode_chat(raw: bytes, key: ActiveKey) -> ChatCompletionRequest:
+    return decode_json(raw, _CHAT)
+
+
+@dataclass(slots=True)
+class ChatResult:
+    """A finished chat answer, with the headers its response carries (rate limits)."""
+
+    completion: ChatCompletion
+    request_id: str
+    headers: dict[str, str]
+
+
+@dataclass(slots=True)
+class ChatStream:
+    """A streamed chat answer whose upstream has started: relay ``stream.events`` as OpenAI
+    SSE, or translate ``stream.chunks`` to another API's events."""
+
+    stream: ChunkStream
+    first_line: bytes | list[StreamDelta] | None
+    lines: AsyncIterator[bytes] | None
+    request_id: str
+    headers: dict[str, str]
+
+    def chunks(self) -> AsyncGenerator[ChatCompletionChunk | GatewayError, None]:
+        return self.stream.chunks(self.first_line, self.lines)
+
+    def response(self, events: AsyncIterator[bytes]) -> StreamingResponse:
+        """The server-sent-events response that sends ``events``."""
+        headers = {"cache-control": "no-cache", "x-accel-buffering": "no", **self.headers}
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+
+
+# Reads a request body into the chat request the pipeline runs (the key scopes stored state).
+ChatParser = Callable[[bytes, ActiveKey], ChatCompletionRequest]
 
 
 def _base64_floats(vector: list[float] | str) -> str:
@@ -171,32 +224,52 @@ def _base64_floats(vector: list[float] | str) -> str:
     return base64.b64encode(packed.tobytes()).decode("ascii")
 
 
-def request_id_of(request: Request) -> str:
-    return str(request.scope.get("state", {}).get("request_id", ""))
-
-
 class _UsageContext:
     """What one request needs to write its usage record when it ends."""
 
-    __slots__ = ("admission", "key", "request_id", "runtime", "started", "stream", "target")
+    __slots__ = (
+        "admission",
+        "attempts",
+        "generation_id",
+        "key",
+        "request_id",
+        "runtime",
+        "started",
+        "state",
+        "stream",
+        "target",
+        "upstream_at",
+    )
 
     def __init__(
         self,
         runtime: Runtime,
-        request_id: str,
+        request: Request,
         key: ActiveKey,
         target: ModelTarget,
         stream: bool,
         started: float,
         admission: Admission,
+        id_prefix: str = "chatcmpl-",
     ) -> None:
         self.admission = admission
+        # The response's id, its x-generation-id header and its usage record's id (for
+        # GET /api/v1/generation?id=): unique even when clients reuse x-request-id values.
+        self.generation_id = runtime.usage.new_id(id_prefix)
         self.runtime = runtime
-        self.request_id = request_id
+        self.state: dict[str, Any] = request.scope.setdefault("state", {})
+        self.request_id = str(self.state.get("request_id", ""))
         self.key = key
         self.target = target
         self.stream = stream
         self.started = started
+        # Made right before the upstream call: what came before is the gateway's overhead.
+        self.upstream_at = time.perf_counter()
+        # Upstream attempts of a served request (None: failed, see the routing metrics).
+        self.attempts: int | None = None
+
+    def response_headers(self) -> dict[str, str]:
+        return {**self.admission.headers, "x-generation-id": self.generation_id}
 
     def record(
         self,
@@ -215,27 +288,37 @@ class _UsageContext:
         )
         if error is not None:
             # The error is about to be rendered: it carries the rate-limit headers too.
-            error.headers = {**self.admission.headers, **error.headers}
+            error.headers = {**self.response_headers(), **error.headers}
         now = time.perf_counter()
         cached = 0
         if usage is not None and not isinstance(usage.prompt_tokens_details, msgspec.UnsetType):
             cached = usage.prompt_tokens_details.cached_tokens
-        self.runtime.usage.record(
-            UsageEvent(
-                request_id=self.request_id,
-                key_id=self.key.id,
-                model=self.target.public_id,
-                provider=self.target.provider,
-                status_code=status,
-                stream=self.stream,
-                prompt_tokens=usage.prompt_tokens if usage else 0,
-                completion_tokens=usage.completion_tokens if usage else 0,
-                total_tokens=usage.total_tokens if usage else 0,
-                cached_tokens=cached,
-                latency_ms=(now - self.started) * 1000,
-                ttft_ms=(first_token_at - self.started) * 1000 if first_token_at else None,
-                error_code=error.code if error else None,
-            )
+        event = UsageEvent(
+            id=self.generation_id,
+            request_id=self.request_id,
+            key_id=self.key.id,
+            user_id=self.key.owner,
+            model=self.target.public_id,
+            provider=self.target.provider,
+            status_code=status,
+            stream=self.stream,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            total_tokens=usage.total_tokens if usage else 0,
+            cached_tokens=cached,
+            latency_ms=(now - self.started) * 1000,
+            ttft_ms=(first_token_at - self.started) * 1000 if first_token_at else None,
+            error_code=error.code if error else None,
+        )
+        self.runtime.usage.record(event)
+        self.runtime.observer.finished(
+            self.state,
+            event,
+            started=self.started,
+            upstream_at=self.upstream_at,
+            ended=now,
+            first_token_at=first_token_at,
+            attempts=self.attempts,
         )
 
 
@@ -246,6 +329,7 @@ def guarded(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except GatewayError as error:
+            request.scope.setdefault("state", {})["error_code"] = error.code
             return error_response(error)
 
     endpoint.__name__ = handler.__name__

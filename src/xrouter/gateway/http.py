@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import TypeVar
 
@@ -13,6 +14,7 @@ from xrouter.errors import (
     GatewayError,
     InvalidRequestError,
     PayloadTooLargeError,
+    RequestTimeoutError,
     UnsupportedMediaTypeError,
 )
 from xrouter.gateway.wire import WIRE_ENCODER
@@ -23,8 +25,9 @@ _PATH_SEGMENT = re.compile(r"^\$\.?")
 _MISSING_FIELD = re.compile(r"^Object missing required field `([^`]+)`")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it is known to exceed ``limit``."""
+async def read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit``, and with
+    408 when it has not fully arrived within ``timeout`` seconds."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
@@ -35,11 +38,17 @@ async def read_body(request: Request, limit: int) -> bytes:
         )
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeoutError(
+            f"The request body did not arrive within {timeout:g} seconds."
+        ) from None
     return b"".join(chunks)
 
 
@@ -58,10 +67,16 @@ def decode_json(body: bytes, decoder: msgspec.json.Decoder[T]) -> T:
     except msgspec.ValidationError as error:
         message, param = _describe_validation(str(error))
         raise InvalidRequestError(message, param=param, code="invalid_value") from None
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        # msgspec checks UTF-8 in strings it decodes to ``str`` only as it builds them.
         raise InvalidRequestError(
             "We could not parse the JSON body of your request; it must be valid UTF-8 JSON.",
             code="invalid_json",
+        ) from None
+    except RecursionError:
+        # Thousands of nested arrays or objects, even in a field the gateway ignores.
+        raise InvalidRequestError(
+            "The JSON body of your request is nested too deeply.", code="invalid_json"
         ) from None
 
 

@@ -18,6 +18,15 @@ _CLIENT_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 _PROCESS_PREFIX = os.urandom(10).hex()
 _SEQUENCE = itertools.count(1)
 _INTERNAL = GatewayError("The gateway failed to process the request; it has been logged.")
+# The HTTP parser accepts headers of any size; nothing legitimate comes near this (nginx's
+# default is 8 KiB per line), and a request beyond it is refused before anything reads it.
+MAX_HEADER_BYTES = 64 * 1024
+
+
+class HeadersTooLargeError(GatewayError):
+    status = 431
+    error_type = "invalid_request_error"
+    default_code = "headers_too_large"
 
 
 class RequestContextMiddleware:
@@ -30,6 +39,18 @@ class RequestContextMiddleware:
             return
         request_id = _request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
+        if sum(len(name) + len(value) for name, value in scope["headers"]) > MAX_HEADER_BYTES:
+            error = HeadersTooLargeError(
+                f"The request headers are larger than the limit of {MAX_HEADER_BYTES} bytes."
+            )
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"connection", b"close"),
+                (b"x-request-id", request_id.encode()),
+            ]
+            await send({"type": "http.response.start", "status": 431, "headers": headers})
+            await send({"type": "http.response.body", "body": error.encode()})
+            return
         id_header = (b"x-request-id", request_id.encode())
         started = False
 

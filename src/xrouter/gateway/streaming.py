@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 from xrouter.errors import GatewayError
 from xrouter.gateway.wire import (
@@ -58,30 +58,55 @@ class ChunkStream:
         self.outcome = StreamOutcome()
 
     async def events(
-        self, first_line: bytes | None, lines: AsyncIterator[bytes]
+        self, first_line: bytes | list[StreamDelta] | None, lines: AsyncIterator[bytes] | None
     ) -> AsyncIterator[bytes]:
+        async for chunk in self.chunks(first_line, lines):
+            if isinstance(chunk, GatewayError):
+                # Headers are gone: the failure is reported in the stream, the way OpenAI does.
+                yield b"data: " + chunk.encode() + b"\n\n"
+            else:
+                yield sse_event(chunk)
+        yield DONE
+
+    async def chunks(
+        self, first_line: bytes | list[StreamDelta] | None, lines: AsyncIterator[bytes] | None
+    ) -> AsyncGenerator[ChatCompletionChunk | GatewayError, None]:
+        """The stream as chunk structs, for relaying or for translating to another API.
+
+        ``first_line`` is the upstream's first line, or the deltas already decoded from its
+        first lines (routing reads up to the first delta before it commits to a target);
+        ``lines`` is None when the upstream has ended and the decoder was closed already.
+
+        A failure after the start ends the stream as a final ``GatewayError`` item; the outcome
+        is reported to ``on_finish`` when the stream ends, however it ends.
+        """
         try:
             yield self._chunk([ChunkChoice(0, Delta(role="assistant", content=""))])
-            if first_line is not None:
-                for event in self._decode(self._decoder.feed(first_line)):
-                    yield event
-            async for line in lines:
-                for event in self._decode(self._decoder.feed(line)):
-                    yield event
-            for event in self._decode(self._decoder.close()):
-                yield event
+            if isinstance(first_line, list):
+                for chunk in self._decode(first_line):
+                    yield chunk
+            elif first_line is not None:
+                for chunk in self._decode(self._decoder.feed(first_line)):
+                    yield chunk
+            if lines is not None:
+                async for line in lines:
+                    for chunk in self._decode(self._decoder.feed(line)):
+                        yield chunk
+                for chunk in self._decode(self._decoder.close()):
+                    yield chunk
             if self._include_usage:
                 yield self._chunk([], usage=self.outcome.usage)
-            yield DONE
         except GatewayError as error:
-            # Headers are gone: the failure is reported in the stream, the way OpenAI does.
             self.outcome.error = error
-            yield b"data: " + error.encode() + b"\n\n"
-            yield DONE
+            yield error
         finally:
+            # A client that left mid-stream: close the upstream now, not when collected.
+            close = getattr(lines, "aclose", None)
+            if close is not None:
+                await close()
             self._on_finish(self.outcome)
 
-    def _decode(self, deltas: list[StreamDelta]) -> list[bytes]:
+    def _decode(self, deltas: list[StreamDelta]) -> list[ChatCompletionChunk]:
         events = []
         for delta in deltas:
             if delta.model_version:
@@ -102,7 +127,7 @@ class ChunkStream:
                 events.append(self._chunk([ChunkChoice(delta.index, Delta(), delta.finish_reason)]))
         return events
 
-    def _chunk(self, choices: list[ChunkChoice], usage: Usage | None = None) -> bytes:
+    def _chunk(self, choices: list[ChunkChoice], usage: Usage | None = None) -> ChatCompletionChunk:
         chunk = ChatCompletionChunk(
             id=self._id,
             created=self._created,
@@ -112,4 +137,4 @@ class ChunkStream:
         )
         if self._include_usage:
             chunk.usage = usage
-        return sse_event(chunk)
+        return chunk

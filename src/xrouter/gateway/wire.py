@@ -113,6 +113,18 @@ class ResponseFormat(Struct):
     json_schema: JsonSchemaFormat | None = None
 
 
+class ProviderPreferences(Struct):
+    """OpenRouter's ``provider`` object: which providers may serve a request, in which order."""
+
+    order: list[NonEmptyStr] | None = None
+    allow_fallbacks: bool = True
+    only: list[NonEmptyStr] | None = None
+    ignore: list[NonEmptyStr] | None = None
+    sort: Literal["price", "latency", "throughput"] | None = None
+    # XRouter never drops a parameter a provider cannot honour, so this is always in effect.
+    require_parameters: bool | None = None
+
+
 Temperature = Annotated[float, Meta(ge=0, le=2)]
 Probability = Annotated[float, Meta(ge=0, le=1)]
 Penalty = Annotated[float, Meta(ge=-2, le=2)]
@@ -141,6 +153,9 @@ class ChatCompletionRequest(Struct, kw_only=True):
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
     # GigaChat's own sampling knob, accepted as an extra field like other gateways do.
     repetition_penalty: Annotated[float, Meta(gt=0)] | None = None
+    # OpenRouter's routing fields: fallback models after ``model``, and provider preferences.
+    models: Annotated[list[NonEmptyStr], Meta(max_length=16)] | None = None
+    provider: ProviderPreferences | None = None
 
     @property
     def output_limit(self) -> int | None:

@@ -1,6 +1,7 @@
 """The gateway's in-memory view of active API keys: authenticating a request does no I/O.
 
-A background task polls ``api_keys.updated_at`` and applies inserts and revocations. Each poll
+A background task polls ``api_keys.updated_at`` and applies inserts, changes and revocations
+(with Redis, ``KeyEvents`` also wakes it at once when another instance changes a key). Each poll
 re-reads a few seconds before the newest change it has seen, so a write stamped by a slightly
 slow clock on another instance, or sharing a timestamp with one already seen, is not missed
 (re-applying a change is harmless). A periodic full reload also catches rows deleted by hand.
@@ -25,6 +26,10 @@ from xrouter.storage.models import ApiKey
 
 logger = logging.getLogger(__name__)
 
+INFERENCE = "inference"
+MANAGEMENT = "management"
+KEY_KINDS = (INFERENCE, MANAGEMENT)
+
 DEFAULT_OVERLAP_SECONDS = 5.0
 DEFAULT_FULL_RELOAD_SECONDS = 300.0
 QUERY_TIMEOUT_SECONDS = 30.0
@@ -42,6 +47,13 @@ class ActiveKey:
     rpm: int | None = None
     tpm: int | None = None
     tpd: int | None = None
+    kind: str = INFERENCE
+    disabled: bool = False
+    # Unix time after which the key is refused; None: never.
+    expires_at: float | None = None
+    # Model id patterns ("gigachat/*"); None: every model.
+    allowed_models: tuple[str, ...] | None = None
+    monthly_budget_rub: float | None = None
 
     @classmethod
     def from_row(cls, row: ApiKey) -> ActiveKey:
@@ -53,6 +65,11 @@ class ActiveKey:
             rpm=row.rpm,
             tpm=row.tpm,
             tpd=row.tpd,
+            kind=row.kind or INFERENCE,
+            disabled=bool(row.disabled),
+            expires_at=row.expires_at.timestamp() if row.expires_at is not None else None,
+            allowed_models=tuple(row.allowed_models) if row.allowed_models is not None else None,
+            monthly_budget_rub=row.monthly_budget_rub,
         )
 
 
@@ -80,11 +97,18 @@ class KeyCache:
         self._last_success = 0.0
         self._failures = 0
         self._task: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
 
     async def start(self) -> None:
         """Load every active key (errors propagate), then keep refreshing in the background."""
         await self._load_all()
+        self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="xrouter-key-cache-refresh")
+
+    def refresh_soon(self) -> None:
+        """Refresh now instead of at the next tick: another instance changed a key."""
+        if self._wake is not None:
+            self._wake.set()
 
     async def close(self) -> None:
         """Stop the background refresh."""
@@ -119,6 +143,10 @@ class KeyCache:
 
     def __len__(self) -> int:
         return len(self._keys)
+
+    def budgeted_ids(self) -> list[str]:
+        """Ids of the cached keys that have a monthly budget (whose spend must be shared)."""
+        return [key.id for key in self._keys.values() if key.monthly_budget_rub is not None]
 
     @property
     def seconds_since_refresh(self) -> float:
@@ -163,8 +191,12 @@ class KeyCache:
             self._watermark = newest
 
     async def _run(self) -> None:
+        assert self._wake is not None
         while True:
-            await asyncio.sleep(self._refresh_seconds)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._refresh_seconds):
+                    await self._wake.wait()
+            self._wake.clear()
             try:
                 await self.refresh()
             except Exception:

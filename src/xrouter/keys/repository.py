@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from xrouter.storage.models import ApiKey, new_id, utc_now
@@ -29,6 +29,10 @@ class ApiKeyRepository:
         rpm: int | None = None,
         tpm: int | None = None,
         tpd: int | None = None,
+        kind: str = "inference",
+        expires_at: datetime | None = None,
+        allowed_models: list[str] | None = None,
+        monthly_budget_rub: float | None = None,
     ) -> ApiKey:
         """Insert a key row (flushed, not committed) and return it."""
         now = utc_now()
@@ -44,6 +48,12 @@ class ApiKeyRepository:
             rpm=rpm,
             tpm=tpm,
             tpd=tpd,
+            kind=kind,
+            disabled=False,
+            expires_at=expires_at,
+            last_used_at=None,
+            allowed_models=allowed_models,
+            monthly_budget_rub=monthly_budget_rub,
         )
         self._session.add(key)
         await self._session.flush()
@@ -53,10 +63,30 @@ class ApiKeyRepository:
         """The key with this id, revoked or not."""
         return await self._session.get(ApiKey, key_id)
 
-    async def list(self) -> Sequence[ApiKey]:
-        """Every key, oldest first."""
-        result = await self._session.scalars(select(ApiKey).order_by(ApiKey.created_at, ApiKey.id))
+    async def list(self, owner: str | None = None) -> Sequence[ApiKey]:
+        """Every key (only ``owner``'s when given), oldest first."""
+        query = select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)
+        if owner is not None:
+            query = query.where(ApiKey.owner == owner)
+        result = await self._session.scalars(query)
         return result.all()
+
+    async def save(self, key: ApiKey) -> ApiKey:
+        """Write changes made to ``key``'s attributes, bumping its stamp for the key caches."""
+        key.updated_at = utc_now()
+        await self._session.flush()
+        return key
+
+    async def disable_all_of(self, owner: str) -> int:
+        """Disable every active key of ``owner``; how many were changed."""
+        now = utc_now()
+        result = await self._session.execute(
+            update(ApiKey)
+            .where(ApiKey.owner == owner, ApiKey.revoked_at.is_(None), ApiKey.disabled.is_(False))
+            .values(disabled=True, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
 
     async def revoke(self, key: ApiKey) -> ApiKey:
         """Mark ``key`` revoked (idempotent: an already revoked key is left as it is)."""

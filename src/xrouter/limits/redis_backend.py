@@ -23,6 +23,7 @@ from redis.backoff import NoBackoff
 from xrouter.limits.backend import BackendUnavailableError
 from xrouter.limits.gcra import MAX_SLACK_SECONDS, BucketState, Decision
 from xrouter.limits.policy import Limit
+from xrouter.redis_url import connect_redis
 
 # The server's clock, unless the caller passes a time (tests of window edges do).
 _NOW = """
@@ -128,7 +129,7 @@ def limiter_client(url: str) -> aioredis.Redis:
     """The limiter's own Redis client: no retries of its own (every call has a budget of a few
     milliseconds; the failure policy decides what a failure means) and its own pool, so a
     restart of Redis is handled without disturbing other users of Redis."""
-    return aioredis.from_url(
+    return connect_redis(
         url,
         retry=Retry(NoBackoff(), 0),
         socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,

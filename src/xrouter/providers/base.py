@@ -12,7 +12,7 @@ import abc
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from xrouter.errors import UpstreamError
+from xrouter.errors import InvalidRequestError, UpstreamError
 from xrouter.gateway.wire import (
     ChatCompletionRequest,
     Choice,
@@ -129,6 +129,26 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     def stream_decoder(self, target: ModelTarget) -> StreamDecoder:
         """A fresh decoder for one streamed answer."""
+
+    # Token counting (optional)
+
+    def count_tokens_request(
+        self, request: ChatCompletionRequest, target: ModelTarget
+    ) -> UpstreamRequest:
+        """An upstream call that counts the prompt tokens of ``request`` with the provider's own
+        tokenizer. The default refuses with 400: the provider has no counting endpoint."""
+        raise self._no_token_counting()
+
+    def count_tokens_reply(self, body: bytes, target: ModelTarget) -> int:
+        """The prompt tokens in the answer to ``count_tokens_request``."""
+        raise self._no_token_counting()
+
+    def _no_token_counting(self) -> InvalidRequestError:
+        return InvalidRequestError(
+            f"{self.name} models cannot count tokens through this gateway.",
+            param="model",
+            code="unsupported_endpoint",
+        )
 
     # Embeddings
 

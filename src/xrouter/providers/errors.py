@@ -99,6 +99,15 @@ def truncated_stream(provider: str) -> UpstreamError:
     )
 
 
+def text_message(body: bytes) -> str | None:
+    """An error body that is not JSON, as the message to show: plain text is the provider's
+    own words; markup (a proxy's or load balancer's HTML page) is not shown to clients."""
+    text = body.decode("utf-8", "replace")[:200].strip()
+    if not text or text.startswith("<"):
+        return None
+    return text
+
+
 def _clip(text: str, limit: int = 500) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -7,6 +7,7 @@ tools <-> functions mapping in ``gigachat_tools``.
 
 from __future__ import annotations
 
+import json
 import ssl
 from contextvars import ContextVar
 from typing import Any
@@ -37,7 +38,12 @@ from xrouter.providers.base import (
     UpstreamRequest,
 )
 from xrouter.providers.content import refuse_unsupported
-from xrouter.providers.errors import malformed_response, truncated_stream, upstream_status_error
+from xrouter.providers.errors import (
+    malformed_response,
+    text_message,
+    truncated_stream,
+    upstream_status_error,
+)
 from xrouter.providers.gigachat_auth import (
     TOKEN_REFRESH_MARGIN_SECONDS,
     GigaChatConfig,
@@ -156,13 +162,39 @@ class GigaChatProvider(Provider):
         try:
             message = msgspec.json.decode(body, type=_ErrorBody).message
         except msgspec.DecodeError:
-            message = body.decode("utf-8", "replace")[:200] or None
+            message = text_message(body)
         return upstream_status_error(NAME, status, message, retry_after)
 
     # Streaming
 
     def stream_decoder(self, target: ModelTarget) -> StreamDecoder:
         return GigaChatStreamDecoder()
+
+    # Token counting
+
+    def count_tokens_request(
+        self, request: ChatCompletionRequest, target: ModelTarget
+    ) -> UpstreamRequest:
+        """``/tokens/count`` over the texts GigaChat would be sent: the messages as converted
+        for a chat request, function calls and results included, and the function definitions.
+        """
+        _refuse_version(target)
+        texts = []
+        for message in conversation(request.messages):
+            texts.append(message.get("content") or "")
+            if (call := message.get("function_call")) is not None:
+                texts.append(json.dumps(call, ensure_ascii=False))
+        if functions := functions_fields(request).get("functions"):
+            texts.append(json.dumps(functions, ensure_ascii=False))
+        body = msgspec.json.encode({"model": target.model, "input": ["\n".join(texts)]})
+        return UpstreamRequest("POST", f"{self._config.base_url}/tokens/count", body, dict(_JSON))
+
+    def count_tokens_reply(self, body: bytes, target: ModelTarget) -> int:
+        try:
+            counts = msgspec.json.decode(body, type=list[_TokenCount])
+        except msgspec.DecodeError:
+            raise malformed_response(NAME, "token count") from None
+        return sum(count.tokens for count in counts)
 
     # Embeddings
 
@@ -313,6 +345,10 @@ class _EmbeddingItem(msgspec.Struct):
 
 class _Embeddings(msgspec.Struct):
     data: list[_EmbeddingItem]
+
+
+class _TokenCount(msgspec.Struct):
+    tokens: int
 
 
 class _ModelEntry(msgspec.Struct):

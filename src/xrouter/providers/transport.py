@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -25,9 +25,14 @@ MAX_ERROR_BODY_BYTES = 64 * 1024
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
+    """Seconds: to connect, between reads, for the whole exchange, and until the answer's
+    first byte (the response head; for a stream, its first line). ``first_byte`` None: only
+    ``read`` bounds the wait."""
+
     connect: float = 10.0
     read: float = 120.0
     total: float = 600.0
+    first_byte: float | None = None
 
     def client_timeout(self) -> aiohttp.ClientTimeout:
         return aiohttp.ClientTimeout(
@@ -53,35 +58,65 @@ class UpstreamTransport:
     def __init__(self, session: aiohttp.ClientSession) -> None:
         self._session = session
 
-    async def send(self, provider: Provider, request: UpstreamRequest) -> bytes:
-        """Send a request and return the body of a 2xx answer; anything else raises."""
-        async with self._exchange(provider, request) as response:
+    async def send(
+        self, provider: Provider, request: UpstreamRequest, timeouts: Timeouts | None = None
+    ) -> bytes:
+        """Send a request and return the body of a 2xx answer; anything else raises.
+
+        ``timeouts`` replace the session's for this request (a route's or target's own)."""
+        async with self._exchange(provider, request, timeouts) as response:
             return await _read_limited(response, MAX_RESPONSE_BYTES, provider)
 
     async def stream_lines(
-        self, provider: Provider, request: UpstreamRequest
-    ) -> AsyncIterator[bytes]:
+        self, provider: Provider, request: UpstreamRequest, timeouts: Timeouts | None = None
+    ) -> AsyncGenerator[bytes, None]:
         """Send a request and yield the lines of a 2xx streamed answer as they arrive."""
-        async with self._exchange(provider, request) as response:
-            async for line in response.content:
+        first_byte_at = _first_byte_deadline(timeouts)
+        async with self._exchange(provider, request, timeouts, first_byte_at) as response:
+            content = response.content
+            if first_byte_at is not None:
+                try:
+                    async with asyncio.timeout_at(first_byte_at):
+                        first = await content.readline()
+                except Exception as error:
+                    raise transport_error(provider.name, error) from error
+                if not first:
+                    return
+                yield first.rstrip(b"\r\n")
+            async for line in content:
                 yield line.rstrip(b"\r\n")
 
     @asynccontextmanager
     async def _exchange(
-        self, provider: Provider, request: UpstreamRequest
+        self,
+        provider: Provider,
+        request: UpstreamRequest,
+        timeouts: Timeouts | None = None,
+        first_byte_at: float | None = None,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """The 2xx response to ``request``. A refused credential is renewed and tried once
         more; failures below HTTP become ``UpstreamError``s."""
+        options: dict[str, object] = {}
+        if timeouts is not None:
+            options["timeout"] = timeouts.client_timeout()
+            if first_byte_at is None:
+                first_byte_at = _first_byte_deadline(timeouts)
         try:
             for attempt in (1, 2):
                 headers = {**request.headers, **(await provider.auth_headers())}
-                async with self._session.request(
-                    request.method,
-                    request.url,
-                    data=request.body,
-                    headers=headers,
-                    ssl=_ssl_option(provider),
-                ) as response:
+                # The first-byte clock covers sending and the wait for the response head.
+                async with (
+                    asyncio.timeout_at(first_byte_at) as waiting,
+                    self._session.request(
+                        request.method,
+                        request.url,
+                        data=request.body,
+                        headers=headers,
+                        ssl=_ssl_option(provider),
+                        **options,  # type: ignore[arg-type]
+                    ) as response,
+                ):
+                    waiting.reschedule(None)
                     if response.status < 300:
                         yield response
                         return
@@ -93,6 +128,12 @@ class UpstreamTransport:
             raise
         except Exception as error:
             raise transport_error(provider.name, error) from error
+
+
+def _first_byte_deadline(timeouts: Timeouts | None) -> float | None:
+    if timeouts is None or timeouts.first_byte is None:
+        return None
+    return asyncio.get_running_loop().time() + timeouts.first_byte
 
 
 def _ssl_option(provider: Provider) -> ssl.SSLContext | bool:

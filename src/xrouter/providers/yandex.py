@@ -58,6 +58,10 @@ EMBEDDING_MODELS: dict[str, tuple[str, ...]] = {
 _JSON = {"Content-Type": "application/json"}
 
 
+class _Tokenized(msgspec.Struct):
+    tokens: list[dict[str, object]] = msgspec.field(default_factory=list)
+
+
 @dataclass(frozen=True, slots=True)
 class YandexConfig:
     base_url: str
@@ -131,6 +135,27 @@ class YandexProvider(Provider):
 
     def stream_decoder(self, target: ModelTarget) -> StreamDecoder:
         return yandex_wire.YandexStreamDecoder()
+
+    # Token counting
+
+    def count_tokens_request(
+        self, request: ChatCompletionRequest, target: ModelTarget
+    ) -> UpstreamRequest:
+        """``tokenizeCompletion`` over the very ``CompletionRequest`` a chat call would send."""
+        payload = completion_payload(request, self.model_uri(target))
+        return UpstreamRequest(
+            "POST",
+            f"{self._config.base_url}/foundationModels/v1/tokenizeCompletion",
+            msgspec.json.encode(payload),
+            dict(_JSON),
+        )
+
+    def count_tokens_reply(self, body: bytes, target: ModelTarget) -> int:
+        try:
+            answer = msgspec.json.decode(body, type=_Tokenized)
+        except msgspec.DecodeError:
+            raise malformed_response(NAME, "token count") from None
+        return len(answer.tokens)
 
     # Embeddings
 

@@ -23,7 +23,12 @@ from xrouter.gateway.wire import (
     Usage,
 )
 from xrouter.providers.base import ChatReply, StreamDecoder, StreamDelta
-from xrouter.providers.errors import malformed_response, truncated_stream, upstream_status_error
+from xrouter.providers.errors import (
+    malformed_response,
+    text_message,
+    truncated_stream,
+    upstream_status_error,
+)
 
 NAME = "yandex"
 FINISH_REASONS = {
@@ -171,7 +176,7 @@ def error(status: int, body: bytes, retry_after: float | None) -> UpstreamError:
     try:
         answer = msgspec.json.decode(body, type=_ErrorBody)
     except msgspec.DecodeError:
-        message = body.decode("utf-8", "replace")[:200] or None
+        message = text_message(body)
     else:
         inner = answer.error
         message = inner.message if inner is not None else answer.message

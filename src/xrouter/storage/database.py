@@ -20,12 +20,18 @@ class DatabaseUnavailableError(Exception):
     """The database did not answer a readiness probe in time."""
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(
+    url: str,
+    *,
+    pool_size: int = POSTGRES_POOL_SIZE,
+    max_overflow: int = POSTGRES_MAX_OVERFLOW,
+) -> AsyncEngine:
     """An async engine tuned for the database behind ``url``.
 
     SQLite gets WAL (readers never block the writer), foreign keys and a busy timeout so a
     second process (the ``xrouter keys`` command) waits for a lock instead of failing.
-    PostgreSQL gets a bounded pool whose connections are checked before use.
+    PostgreSQL gets a bounded pool whose connections are checked before use: ``pool_size``
+    kept open, up to ``max_overflow`` more under load.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -33,8 +39,8 @@ def create_engine(url: str) -> AsyncEngine:
     return _create_async_engine(
         url,
         pool_pre_ping=True,
-        pool_size=POSTGRES_POOL_SIZE,
-        max_overflow=POSTGRES_MAX_OVERFLOW,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
         pool_timeout=10,
         pool_recycle=1800,
         connect_args={"server_settings": {"application_name": "xrouter"}},

@@ -107,6 +107,16 @@ class ApiKey(Base):
     rpm: Mapped[int | None] = mapped_column(Integer)  # requests per minute
     tpm: Mapped[int | None] = mapped_column(Integer)  # tokens per minute
     tpd: Mapped[int | None] = mapped_column(Integer)  # tokens per day
+    # "inference" keys call /v1; "management" keys call the key management API only.
+    kind: Mapped[str] = mapped_column(String(16), default="inference")
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    expires_at: Mapped[datetime | None]
+    # Written with the usage records, never on the request path.
+    last_used_at: Mapped[datetime | None]
+    # Model id patterns ("gigachat/*"); None: every model.
+    allowed_models: Mapped[list[str] | None] = mapped_column(JSON)
+    # Spending budget per calendar month, in roubles; None: no budget.
+    monthly_budget_rub: Mapped[float | None] = mapped_column(Float)
 
     def __repr__(self) -> str:
         return f"ApiKey(id={self.id!r}, name={self.name!r}, prefix={self.prefix!r})"
@@ -135,9 +145,35 @@ class UsageRecord(Base):
     ttft_ms: Mapped[float | None] = mapped_column(Float)
     error_code: Mapped[str | None] = mapped_column(String)
     created_at: Mapped[datetime] = mapped_column(index=True)
+    # The key's owner when the request was made (a user id for keys made in the UI or API).
+    user_id: Mapped[str | None] = mapped_column(String(200))
+    # From the configured price table; 0 for models without a price.
+    cost_rub: Mapped[float] = mapped_column(Float, default=0.0)
 
     def __repr__(self) -> str:
         return f"UsageRecord(id={self.id!r}, model={self.model!r}, key_id={self.key_id!r})"
+
+
+class UsageRollup(Base):
+    """Usage of one key summed over one minute, hour or day: what charts and totals read.
+
+    Written in the same transaction as the usage records it sums, from exactly the rows that
+    transaction inserted, so a retried batch is never counted twice.
+    """
+
+    __tablename__ = "usage_rollups"
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    granularity: Mapped[str] = mapped_column(String(8), primary_key=True)  # minute, hour, day
+    bucket_start: Mapped[datetime] = mapped_column(primary_key=True)
+    requests: Mapped[int] = mapped_column(BigInteger)
+    errors: Mapped[int] = mapped_column(BigInteger)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger)
+    cost_rub: Mapped[float] = mapped_column(Float)
+    latency_ms_sum: Mapped[float] = mapped_column(Float)
+    ttft_ms_sum: Mapped[float] = mapped_column(Float)
+    ttft_count: Mapped[int] = mapped_column(BigInteger)
 
 
 class User(Base):

@@ -4,6 +4,7 @@ values in their URLs and forms)."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -25,8 +26,8 @@ PAGE_HEADERS = {
     "x-content-type-options": "nosniff",
     "referrer-policy": "no-referrer",
     "content-security-policy": (
-        "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; "
-        "frame-ancestors 'none'"
+        "default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; "
+        "connect-src 'self'; base-uri 'none'; frame-ancestors 'none'"
     ),
 }
 
@@ -36,6 +37,15 @@ _environment = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+
+
+def when(moment: datetime, utc_offset_hours: int = 0) -> str:
+    """``2025-03-01 15:30`` at the UI's UTC offset."""
+    zone = timezone(timedelta(hours=utc_offset_hours))
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+
+
+_environment.globals["when"] = when
 
 
 def render(

@@ -1,10 +1,12 @@
 """Usage records, written in batches off the request path.
 
-``record`` only appends to an in-memory queue. A background task writes the queue in batches,
-one multi-row INSERT each. A batch leaves the queue only once its transaction has committed, so a
-failed write is retried rather than lost; every event gets its id when it is recorded and the
-INSERT skips ids already present, so a retry after an ambiguous failure (committed, but the
-acknowledgement was lost) never writes a row twice.
+``record`` only appends to an in-memory queue (pricing the request and counting its cost
+towards the key's monthly spend on the way). A background task writes the queue in batches,
+one INSERT each, together with the per-key rollups of exactly the rows that INSERT added. A
+batch leaves the queue only once its transaction has committed, so a failed write is retried
+rather than lost; every event gets its id when it is recorded and the INSERT skips ids already
+present, so a retry after an ambiguous failure (committed, but the acknowledgement was lost)
+never writes a row twice, nor counts it twice in the rollups.
 """
 
 from __future__ import annotations
@@ -24,10 +26,16 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from xrouter.storage.models import UsageRecord, new_id, utc_now
+from xrouter.usage.periods import Calendar
+from xrouter.usage.pricing import PriceTable
+from xrouter.usage.rollups import write_rollups
+from xrouter.usage.spend import MonthlySpend
 
 logger = logging.getLogger(__name__)
 
 USAGE_ID_PREFIX = "usage_"
+# Random characters that make one recorder's ids unique among all instances' (71 bits).
+_INSTANCE_ID_LENGTH = 12
 MAX_RETRY_DELAY_SECONDS = 30.0
 CLOSING_RETRY_DELAY_SECONDS = 0.2
 DEFAULT_CLOSE_TIMEOUT_SECONDS = 10.0
@@ -41,6 +49,10 @@ class UsageEvent(msgspec.Struct, kw_only=True):
 
     request_id: str
     key_id: str | None
+    # The generation id the client was given (the response ``id``); None: one is made up.
+    id: str | None = None
+    # The key's owner.
+    user_id: str | None = None
     model: str
     provider: str
     status_code: int
@@ -52,6 +64,8 @@ class UsageEvent(msgspec.Struct, kw_only=True):
     latency_ms: float = 0.0
     ttft_ms: float | None = None
     error_code: str | None = None
+    # None: priced from the recorder's price table.
+    cost_rub: float | None = None
 
 
 class UsageRecorder:
@@ -68,8 +82,15 @@ class UsageRecorder:
         flush_seconds: float,
         batch_size: int,
         max_buffered: int = 100_000,
+        *,
+        prices: PriceTable | None = None,
+        spend: MonthlySpend | None = None,
+        calendar: Calendar | None = None,
     ) -> None:
         self._sessions = session_factory
+        self._prices = prices
+        self._spend = spend
+        self._calendar = calendar or (spend.calendar if spend is not None else Calendar(0))
         self._flush_seconds = flush_seconds
         columns = len(_TABLE.columns)
         self._batch_size = max(1, min(batch_size, _MAX_PARAMETERS // columns))
@@ -83,7 +104,7 @@ class UsageRecorder:
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
         self.written = 0
-        self._id_prefix = new_id(USAGE_ID_PREFIX)
+        self._instance = new_id("")[:_INSTANCE_ID_LENGTH]
         self._sequence = itertools.count(1)
 
     @property
@@ -91,10 +112,24 @@ class UsageRecorder:
         """Events recorded but not yet committed to the database."""
         return len(self._buffer)
 
-    def _next_id(self) -> str:
-        # A random per-recorder prefix and a counter: unique across processes without a
-        # system call per request (random ids cost a getrandom() each).
-        return f"{self._id_prefix}{next(self._sequence):x}"
+    def lag_seconds(self, now: float) -> float:
+        """How long the oldest unwritten event has waited, at Unix time ``now`` (0 if none)."""
+        if not self._buffer:
+            return 0.0
+        oldest: float = self._buffer[0]["created_at"].timestamp()
+        return max(now - oldest, 0.0)
+
+    def new_id(self, prefix: str = USAGE_ID_PREFIX) -> str:
+        """A unique generation id: ``prefix``, this recorder's random part and a counter (unique
+        across processes without a system call per request; random ids cost a getrandom())."""
+        return f"{prefix}{self._instance}{next(self._sequence):x}"
+
+    def pending_record(self, record_id: str) -> dict[str, Any] | None:
+        """A recorded event not yet written, by id (for lookups in the first second)."""
+        for row in reversed(self._buffer):
+            if row["id"] == record_id:
+                return dict(row)
+        return None
 
     def record(self, event: UsageEvent) -> None:
         """Queue ``event`` for writing. O(1); never blocks, never raises."""
@@ -105,14 +140,23 @@ class UsageRecorder:
                     logger.error("usage buffer full: %d events dropped so far", self.dropped)
                 return
             row = msgspec.structs.asdict(event)
-            row["id"] = self._next_id()
+            row["id"] = event.id or self.new_id()
             row["created_at"] = utc_now()
+            if event.cost_rub is None:
+                row["cost_rub"] = self._cost(event)
+            if self._spend is not None and event.key_id is not None:
+                self._spend.add(event.key_id, row["cost_rub"])
             self._buffer.append(row)
             if len(self._buffer) >= self._batch_size:
                 self._wake.set()
         except Exception:
             # Losing one usage row must never fail the request that produced it.
             logger.exception("could not queue a usage event")
+
+    def _cost(self, event: UsageEvent) -> float:
+        if self._prices is None:
+            return 0.0
+        return self._prices.cost(event.model, event.prompt_tokens, event.completion_tokens)
 
     async def start(self) -> None:
         """Start the background writer."""
@@ -193,7 +237,11 @@ class UsageRecorder:
         async with self._sessions() as session:
             # executemany with one cached statement: compiling a multi-row VALUES clause costs
             # the event loop tens of milliseconds per thousand rows, executemany a few.
-            await session.execute(_insert_ignoring_duplicates(session), rows)
+            statement = _insert_ignoring_duplicates(session).returning(_TABLE.c.id)
+            inserted = set((await session.execute(statement, rows)).scalars())
+            # Only what this INSERT added: a retry after an ambiguous failure counts nothing
+            # twice.
+            await write_rollups(session, [r for r in rows if r["id"] in inserted], self._calendar)
             await session.commit()
 
     async def _write_one_by_one(self, rows: list[dict[str, Any]]) -> None:

@@ -1,0 +1,67 @@
+"""``/metrics`` of ``xrouter serve --workers 2``: whichever worker answers, it counts both."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import httpx
+from prometheus_client.mmap_dict import MmapedDict
+
+from tests.keys.serve_process import ServeProcess, environment
+
+REQUESTS = 40
+REFUSED = re.compile(
+    r'^xrouter_requests_total\{api="chat",model="",provider="",status="401"\} (\S+)$', re.M
+)
+
+
+def per_worker(shared: Path) -> dict[str, float]:
+    """Refused chat requests counted in each worker's own file, by file."""
+    counts = {}
+    for path in shared.glob("counter_*.db"):
+        values = MmapedDict(str(path), read_mode=True)
+        try:
+            for key, value, *_ in values.read_all_values():
+                _, sample, labels, _ = json.loads(key)
+                if sample == "xrouter_requests_total" and labels.get("status") == "401":
+                    counts[path.name] = counts.get(path.name, 0.0) + value
+        finally:
+            values.close()
+    return counts
+
+
+def test_two_workers_report_the_sum_of_both(tmp_path: Path) -> None:
+    shared = tmp_path / "metrics"
+    env = environment(
+        XROUTER_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'xrouter.db'}",
+        XROUTER_WORKERS="2",
+        PROMETHEUS_MULTIPROC_DIR=str(shared),
+    )
+    server = ServeProcess(tmp_path, env)
+    try:
+        for _ in range(REQUESTS):
+            # A new connection each time, so the kernel spreads them over both workers.
+            response = httpx.post(
+                f"{server.url}/v1/chat/completions",
+                headers={"Authorization": "Bearer sk-wrong", "Connection": "close"},
+                json={},
+            )
+            assert response.status_code == 401
+        counts = set()
+        for _ in range(10):
+            text = httpx.get(f"{server.url}/metrics", headers={"Connection": "close"}).text
+            match = REFUSED.search(text)
+            assert match is not None, text[:2000]
+            counts.add(float(match.group(1)))
+            assert "\nxrouter_active_streams 0.0" in text
+        assert counts == {REQUESTS}
+        served = per_worker(shared)
+        # Both workers answered some (the kernel spreads new connections over them), so no
+        # single worker's own count could have been the total.
+        assert len(served) == 2, served
+        assert sum(served.values()) == REQUESTS
+    finally:
+        output = server.terminate()
+    assert "Traceback" not in output, output
