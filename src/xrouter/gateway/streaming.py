@@ -6,6 +6,8 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
+import msgspec
+
 from xrouter.errors import GatewayError
 from xrouter.gateway.wire import (
     WIRE_ENCODER,
@@ -22,6 +24,12 @@ DONE = b"data: [DONE]\n\n"
 
 def sse_event(payload: object) -> bytes:
     return b"data: " + WIRE_ENCODER.encode(payload) + b"\n\n"
+
+
+def named_sse_event(event: msgspec.Struct) -> bytes:
+    """An SSE event whose ``event:`` name is the struct's tag (Anthropic, Responses)."""
+    kind = type(event).__struct_config__.tag
+    return b"event: " + str(kind).encode() + b"\ndata: " + WIRE_ENCODER.encode(event) + b"\n\n"
 
 
 class StreamOutcome:

@@ -15,7 +15,6 @@ from xrouter.errors import GatewayError
 from xrouter.gateway.anthropic.errors import error_body
 from xrouter.gateway.anthropic.translate import message_usage, stop_reason
 from xrouter.gateway.anthropic.wire import (
-    ENCODER,
     AnthropicMessage,
     ContentBlockDelta,
     ContentBlockStart,
@@ -29,17 +28,12 @@ from xrouter.gateway.anthropic.wire import (
     MessageUsage,
     Ping,
     StopReason,
-    StreamEvent,
     TextContent,
     TextDelta,
     ToolUseContent,
 )
+from xrouter.gateway.streaming import named_sse_event as sse
 from xrouter.gateway.wire import ChatCompletionChunk, FunctionCallDelta, ToolCallDelta, Usage
-
-
-def sse(event: StreamEvent) -> bytes:
-    kind = type(event).__struct_config__.tag
-    return b"event: " + str(kind).encode() + b"\ndata: " + ENCODER.encode(event) + b"\n\n"
 
 
 class AnthropicStream:

@@ -19,7 +19,6 @@ import msgspec
 from xrouter.errors import GatewayError
 from xrouter.gateway.responses.translate import incomplete_details, response_usage
 from xrouter.gateway.responses.wire import (
-    ENCODER,
     ArgumentsDelta,
     ArgumentsDone,
     ContentPartAdded,
@@ -41,12 +40,8 @@ from xrouter.gateway.responses.wire import (
     ResponseObject,
     StreamEvent,
 )
+from xrouter.gateway.streaming import named_sse_event as sse
 from xrouter.gateway.wire import ChatCompletionChunk, FunctionCallDelta, ToolCallDelta, Usage
-
-
-def sse(event: StreamEvent) -> bytes:
-    kind = type(event).__struct_config__.tag
-    return b"event: " + str(kind).encode() + b"\ndata: " + ENCODER.encode(event) + b"\n\n"
 
 
 class ResponsesStream:
