@@ -19,7 +19,7 @@ from gigachat.models import (
 )
 from gigachat.models.function_parameters_property import FunctionParametersProperty
 
-from xrouter.emulators.gigachat import STATS_KEY
+from xrouter.emulators.gigachat import FAULTS_KEY, STATS_KEY
 from xrouter.emulators.options import EmulatorOptions
 from xrouter.emulators.server import (
     GIGACHAT_API_PATH,
@@ -97,11 +97,14 @@ async def test_async_sdk_function_call(start: Start) -> None:
 
 
 async def test_sdk_recovers_from_an_expired_token(start: Start) -> None:
-    emulator = await start("gigachat", token_ttl_seconds=0.2)
+    emulator = await start("gigachat")
+    faults = emulator.app[FAULTS_KEY]
+    faults.token_ttl_seconds = 0.5  # only the first token is short-lived
     client = _client(emulator.url)
     try:
         await client.achat("раз")
-        await asyncio.sleep(0.3)
+        faults.token_ttl_seconds = None  # the refreshed one outlives a slow retry
+        await asyncio.sleep(0.6)
         completion = await client.achat("два")
     finally:
         await client.aclose()
