@@ -32,9 +32,10 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # The benchmark: gateway vs a direct-to-emulator baseline and a bare aiohttp proxy, one run.
+# `make bench SOAK=600`: the memory soak instead; `make bench PEERS=litellm`: add LiteLLM.
 bench: $(STAMP)
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(if $(SOAK),--soak $(SOAK)) $(if $(PEERS),--peers $(PEERS))
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

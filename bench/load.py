@@ -24,6 +24,8 @@ class LoadResult:
     p90_ms: float
     p99_ms: float
     failures: int
+    # CPU of the process under test per request, when it was measured.
+    cpu_ms_per_request: float | None = None
 
     @property
     def rps(self) -> float:
@@ -64,6 +66,15 @@ def wrk(
         p99_ms=values["P99_US"] / 1000,
         failures=failures,
     )
+
+
+def warm_up(
+    url: str, bodies: list[bytes], authorization: str, cpu: str | None, seconds: float = 1.0
+) -> None:
+    """A short closed loop with each body before anything is measured: upstream connections,
+    access tokens and caches are in place, and every worker process has had requests."""
+    for body in bodies:
+        wrk(url, body, authorization, 8, seconds, cpu)
 
 
 def percentile(samples: list[float], fraction: float) -> float:

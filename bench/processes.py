@@ -32,6 +32,7 @@ class Process:
     name: str
     popen: subprocess.Popen[bytes]
     url: str
+    log: Path | None = None
 
     def cpu_seconds(self) -> float:
         """User + system CPU of the process and its children (workers)."""
@@ -43,10 +44,14 @@ class Process:
 
     def rss_mb(self) -> float:
         """Resident memory of the process and its children, in MiB."""
-        total = 0
-        for pid in [self.popen.pid, *_children(self.popen.pid)]:
-            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_SIZE
-        return total / 2**20
+        return sum(self.rss_each_mb())
+
+    def rss_each_mb(self) -> list[float]:
+        """Resident memory of the process, then of each child (workers), in MiB."""
+        return [
+            int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_SIZE / 2**20
+            for pid in [self.popen.pid, *_children(self.popen.pid)]
+        ]
 
     def stop(self) -> None:
         self.popen.terminate()
@@ -93,7 +98,7 @@ def start(
             httpx.request(
                 "GET" if ready_path != "/v1/chat/completions" else "POST", url + ready_path
             )
-            return Process(name, popen, url)
+            return Process(name, popen, url, log)
         except httpx.TransportError:
             pass
         if popen.poll() is not None or time.monotonic() > deadline:

@@ -1,12 +1,16 @@
 """XRouter benchmark: the gateway against a direct-to-emulator baseline, in one run.
 
-Layout on a 2-core machine: the process under test (gateway or the bare passthrough proxy)
-is pinned to core 0; the emulator upstream and the load generator share core 1. Only one
-process under test takes load at a time. Results are ratios and differences against the
+Layout on a 2-core machine: the process under test (the gateway, the bare passthrough proxy,
+or a peer gateway) is pinned to core 0; the emulator upstream, the load generators (wrk, and
+this script's own asyncio clients) share core 1. Only one process under test takes load at a
+time. The 2-worker row spreads the gateway over both cores, sharing core 1 with the emulator
+and wrk, and says how much CPU each used. Results are ratios and differences against the
 direct baseline of the same run; absolute numbers depend on the machine.
 
-    python bench/run.py              # the full run (a few minutes), table to stdout and a file
-    python bench/run.py --smoke      # seconds: checks the harness works, not the numbers
+    python bench/run.py                  # the full run (a few minutes), table to stdout and a file
+    python bench/run.py --smoke          # seconds: checks the harness works, not the numbers
+    python bench/run.py --soak 600       # memory soak: RSS every 10 s under load, and its slope
+    python bench/run.py --peers litellm  # add LiteLLM's proxy (pip install -e '.[bench-peers]')
 """
 
 from __future__ import annotations
@@ -14,41 +18,39 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
-import json
 import os
-import subprocess
+import platform
+import resource
 import sys
 import tempfile
-import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).parent))
 
-from load import LoadResult, first_byte_ms, open_loop, percentile, wrk
-from processes import Process, cores, free_port, python_module, start
+from load import LoadResult, first_byte_ms, open_loop, percentile, warm_up, wrk
+from peers import SKIPPED, litellm_available, start_litellm
+from processes import Process, cores
+from soak import report_lines, soak
+from targets import (
+    MODEL,
+    REDIS_TIMEOUT_MS,
+    ROUTE,
+    Target,
+    direct_target,
+    emulator_token,
+    error_answers,
+    gateway_target,
+    limit_checks,
+    passthrough_target,
+    start_emulator,
+)
 
-from xrouter.emulators.server import GIGACHAT_EMULATOR_CREDENTIALS
-
-MODEL = "GigaChat-2-Max"
-MESSAGES = [{"role": "user", "content": "Привет! Сколько будет дважды два?"}]
 RESULTS = Path(__file__).with_name("results")
-
-
-@dataclass
-class Target:
-    name: str
-    process: Process | None
-    url: str
-    authorization: str
-    model: str
-
-    def body(self, stream: bool = False) -> bytes:
-        return json.dumps(
-            {"model": self.model, "messages": MESSAGES, "stream": stream}, ensure_ascii=False
-        ).encode()
+XROUTER = "xrouter"
+XROUTER_MEMORY = "xrouter, limits in memory"
+PASSTHROUGH = "bare aiohttp passthrough"
 
 
 @dataclass
@@ -60,52 +62,57 @@ class Report:
         self.lines.append(text)
 
 
-def emulator_token(url: str) -> str:
-    response = httpx.post(
-        f"{url}/api/v2/oauth",
-        headers={
-            "Authorization": f"Basic {GIGACHAT_EMULATOR_CREDENTIALS}",
-            "RqUID": "6f0b1291-c7f3-43c6-bb2e-9f3efb2dc98e",
-        },
-        data={"scope": "GIGACHAT_API_PERS"},
+@dataclass
+class Layout:
+    """Which cores the server under test and the load side use."""
+
+    cores: int
+    server_cpu: str | None
+    load_cpu: str | None
+    all_cpus: str | None
+
+    @classmethod
+    def detect(cls) -> Layout:
+        count = cores()
+        if count >= 2:
+            return cls(count, "0", "1", "0,1")
+        return cls(count, None, None, None)
+
+    def describe(self) -> str:
+        if self.server_cpu is None:
+            return "no pinning (fewer than 2 cores)"
+        return (
+            f"server under test (gateway, passthrough, peers) pinned to core {self.server_cpu}; "
+            f"emulator, wrk (1 thread) and the asyncio load clients of this script pinned to "
+            f"core {self.load_cpu}"
+        )
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def machine_lines(layout: Layout) -> list[str]:
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "unknown",
     )
-    response.raise_for_status()
-    return str(response.json()["access_token"])
-
-
-def gateway_environment(emulator_url: str, workdir: Path) -> dict[str, str]:
-    return {
-        "XROUTER_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/bench.db",
-        "XROUTER_KEY_PEPPER": "bench-pepper-not-secret",
-        "XROUTER_LOG_LEVEL": "warning",
-        "XROUTER_EMULATE_MISSING_PROVIDERS": "false",
-        "XROUTER_GIGACHAT_CREDENTIALS": GIGACHAT_EMULATOR_CREDENTIALS,
-        "XROUTER_GIGACHAT_BASE_URL": f"{emulator_url}/api/v1",
-        "XROUTER_GIGACHAT_AUTH_URL": f"{emulator_url}/api/v2/oauth",
-    }
-
-
-def create_key(environment: dict[str, str], workdir: Path, gateway_url: str) -> str:
-    created = subprocess.run(
-        python_module("-m", "xrouter", "keys", "create", "--name", "bench", "--json"),
-        env={**os.environ, **environment},
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    key = str(json.loads(created.stdout)["key"])
-    deadline = time.monotonic() + 15
-    while (
-        httpx.get(
-            f"{gateway_url}/v1/models", headers={"Authorization": f"Bearer {key}"}
-        ).status_code
-        != 200
-    ):
-        if time.monotonic() > deadline:
-            raise RuntimeError("the gateway never accepted the benchmark key")
-        time.sleep(0.1)
-    return key
+    load = " ".join(f"{value:.2f}" for value in os.getloadavg())
+    return [
+        f"Machine: {layout.cores} core(s) available ({model}), Linux {platform.release()}, "
+        f"Python {sys.version.split()[0]}; load average at the start: {load}.",
+        f"Layout: {layout.describe()}.",
+        "Gateway features on: API-key auth, rate limits (4 limits per request, in Redis unless "
+        f"said otherwise, with a {REDIS_TIMEOUT_MS} ms budget per Redis call instead of the "
+        "default 5 ms, so that a busy machine does not push the limiter onto its memory "
+        "fallback), a route alias, usage recording (SQLite), Prometheus metrics, the access log "
+        "(info level, to a file).",
+    ]
 
 
 def closed_loop(
@@ -130,6 +137,8 @@ def closed_loop(
             target.url, target.body(stream), target.authorization, connections, seconds, load_cpu
         )
         cpu = (target.process.cpu_seconds() - cpu_before) if target.process else 0.0
+        if target.process and result.requests:
+            result.cpu_ms_per_request = cpu * 1000 / result.requests
         results[target.name] = result
         direct = results[targets[0].name]
         cpu_text = (
@@ -179,82 +188,237 @@ def fixed_rate(report: Report, targets: list[Target], rate: float, seconds: floa
     return failures
 
 
-def start_targets(
-    workdir: Path, server_cpu: str | None, load_cpu: str | None
-) -> tuple[list[Process], list[Target]]:
-    """The emulator, the bare passthrough and the gateway, each ready to take load."""
-    processes: list[Process] = []
-    try:
-        port = free_port()
-        emulator = start(
-            "emulator",
-            python_module("-m", "xrouter", "emulate", "gigachat", "--port", str(port)),
-            cpu=load_cpu,
-            port=port,
-            ready_path="/api/v1/models",
-            log=workdir / "emulator.log",
-        )
-        processes.append(emulator)
-        token = emulator_token(emulator.url)
-        port = free_port()
-        passthrough = start(
-            "passthrough",
-            python_module(
-                str(Path(__file__).with_name("passthrough.py")),
-                *("--port", str(port), "--upstream", f"{emulator.url}/api/v1/chat/completions"),
-                *("--authorization", f"Bearer {token}"),
-            ),
-            cpu=server_cpu,
-            port=port,
-            ready_path="/",
-            log=workdir / "passthrough.log",
-        )
-        processes.append(passthrough)
-        environment = gateway_environment(emulator.url, workdir)
-        port = free_port()
-        gateway = start(
-            "gateway",
-            python_module("-m", "xrouter", "serve", "--port", str(port)),
-            cpu=server_cpu,
-            port=port,
-            ready_path="/health",
-            env=environment,
-            cwd=workdir,
-            log=workdir / "gateway.log",
-        )
-        processes.append(gateway)
-        key = create_key(environment, workdir, gateway.url)
-    except BaseException:
-        for process in reversed(processes):
-            process.stop()
-        raise
-    chat = "/v1/chat/completions"
-    targets = [
-        Target("direct (emulator)", None, f"{emulator.url}/api{chat}", f"Bearer {token}", MODEL),
-        Target("bare aiohttp passthrough", passthrough, f"{passthrough.url}{chat}", "", MODEL),
-        Target("xrouter", gateway, f"{gateway.url}{chat}", f"Bearer {key}", f"gigachat/{MODEL}"),
-    ]
-    return processes, targets
+def ratio_lines(report: Report, results: dict[str, LoadResult]) -> None:
+    """Throughput and CPU per request of each gateway against the bare passthrough."""
+    passthrough = results[PASSTHROUGH]
+    for name, result in results.items():
+        if name in (PASSTHROUGH, "direct (emulator)") or not passthrough.rps:
+            continue
+        line = f"- {name}: throughput {result.rps / passthrough.rps:.0%} of the passthrough"
+        if result.cpu_ms_per_request and passthrough.cpu_ms_per_request:
+            line += (
+                f", CPU {result.cpu_ms_per_request:.3f} ms per request "
+                f"({result.cpu_ms_per_request / passthrough.cpu_ms_per_request:.2f}x the "
+                "passthrough's)"
+            )
+        report.add(line)
+    if "litellm" in results and results["litellm"].rps:
+        ratio = results[XROUTER].rps / results["litellm"].rps
+        report.add(f"- xrouter serves {ratio:.1f}x the requests per second of litellm")
 
 
 def measure(
-    report: Report, targets: list[Target], smoke: bool, seconds: float, cpu: str | None
+    report: Report, targets: list[Target], smoke: bool, seconds: float, layout: Layout
 ) -> int:
     """Every scenario; returns the number of failed requests (a valid run has none)."""
     failures = 0
     widest = 4 if smoke else 64
+    capacity = 0.0
     for connections in (1, 4) if smoke else (1, 16, 64):
-        results = closed_loop(report, targets, connections, seconds, cpu)
+        results = closed_loop(report, targets, connections, seconds, layout.load_cpu)
         failures += sum(result.failures for result in results.values())
         if connections == widest:
-            ratio = results["xrouter"].rps / results["bare aiohttp passthrough"].rps
-            report.add(f"\nxrouter throughput = {ratio:.0%} of the bare passthrough")
-    results = closed_loop(report, targets, 4 if smoke else 16, seconds, cpu, stream=True)
+            report.add("")
+            ratio_lines(report, results)
+            capacity = results[XROUTER].rps
+    streaming = 4 if smoke else 16
+    results = closed_loop(report, targets, streaming, seconds, layout.load_cpu, stream=True)
     failures += sum(result.failures for result in results.values())
-    first_byte(report, [targets[0], targets[2]], 20 if smoke else 300)
-    for rate in (50,) if smoke else (500, 1000):
-        failures += fixed_rate(report, [targets[0], targets[2]], rate, 1.0 if smoke else 30.0)
+    report.add("")
+    ratio_lines(report, results)
+    named = {target.name: target for target in targets}
+    first_byte(
+        report,
+        [named[name] for name in ("direct (emulator)", XROUTER, "litellm") if name in named],
+        20 if smoke else 300,
+    )
+    # Open loop: fixed rates, and a quarter of the measured capacity (where the added p99 is
+    # the gateway's own, not queueing on a saturated core).
+    rates = [50.0] if smoke else [500.0, 1000.0]
+    rates.append(max(10.0, round(capacity / 4, -1)))
+    open_targets = [named[name] for name in ("direct (emulator)", XROUTER, XROUTER_MEMORY)]
+    for rate in rates:
+        # Not added to ``failures``: beyond a target's capacity an open loop queues without
+        # bound until connections fail, and those failures are the result, not a fault.
+        fixed_rate(report, open_targets, rate, 1.0 if smoke else 30.0)
     return failures
+
+
+def workers_row(
+    report: Report,
+    emulator: Process,
+    workdir: Path,
+    workers: int,
+    one_worker: LoadResult,
+    one_worker_rss: float,
+    seconds: float,
+    layout: Layout,
+    smoke: bool,
+) -> int:
+    """The same closed loop against ``workers`` worker processes spread over every core."""
+    connections = 4 if smoke else 64
+    target = gateway_target(
+        f"xrouter, {workers} workers",
+        emulator,
+        workdir / "workers",
+        layout.all_cpus,
+        workers=workers,
+    )
+    assert target.process is not None
+    try:
+        warm_up(target.url, [target.body()], target.authorization, layout.load_cpu, 2.0)
+        gateway_before = target.process.cpu_seconds()
+        emulator_before = emulator.cpu_seconds()
+        wrk_before = children_cpu_seconds()
+        result = wrk(
+            target.url, target.body(), target.authorization, connections, seconds, layout.load_cpu
+        )
+        gateway_cpu = target.process.cpu_seconds() - gateway_before
+        emulator_cpu = emulator.cpu_seconds() - emulator_before
+        wrk_cpu = children_cpu_seconds() - wrk_before
+        supervisor_rss, *worker_rss = target.process.rss_each_mb()
+    finally:
+        target.process.stop()
+    report.add(f"\n### Workers: closed loop, json, {connections} connections, {seconds:g} s\n")
+    report.add("| gateway | cores | req/s | p50 ms | p99 ms | scaling | CPU ms/req | RSS MiB |")
+    report.add("|---|---|---:|---:|---:|---:|---:|---:|")
+    report.add(
+        f"| xrouter, 1 worker | {layout.server_cpu or 'any'} | {one_worker.rps:,.0f} | "
+        f"{one_worker.p50_ms:.2f} | {one_worker.p99_ms:.2f} | 1.00x | "
+        f"{one_worker.cpu_ms_per_request or 0:.3f} | {one_worker_rss:.0f} |"
+    )
+    report.add(
+        f"| {target.name} | {layout.all_cpus or 'any'} | {result.rps:,.0f} | {result.p50_ms:.2f} | "
+        f"{result.p99_ms:.2f} | {result.rps / one_worker.rps if one_worker.rps else 0:.2f}x | "
+        f"{gateway_cpu * 1000 / max(result.requests, 1):.3f} | supervisor {supervisor_rss:.0f}, "
+        f"children {' + '.join(f'{rss:.0f}' for rss in worker_rss)} |"
+    )
+    elapsed = result.seconds or seconds
+    report.add(
+        f"\nCPU during the {workers}-worker run (cores busy): gateway workers "
+        f"{gateway_cpu / elapsed:.2f}, emulator {emulator_cpu / elapsed:.2f}, wrk "
+        f"{wrk_cpu / elapsed:.2f} of {layout.cores}. The emulator and wrk run on core "
+        f"{layout.load_cpu or 'any'}, so the second worker gets what they leave of it."
+    )
+    return result.failures
+
+
+def limiter_line(report: Report, target: Target) -> None:
+    assert target.process is not None
+    checks, errors = limit_checks(target.process.url)
+    total = sum(checks.values()) or 1
+    report.add(
+        f"\nRate-limit checks of '{target.name}' by deciding backend: "
+        + ", ".join(
+            f"{name} {count:,} ({count / total:.0%})" for name, count in sorted(checks.items())
+        )
+        + " (fallback: Redis missed its budget and memory decided)."
+    )
+    if errors:
+        report.add(
+            "Redis errors by reason: "
+            + ", ".join(f"{name} {count:,}" for name, count in sorted(errors.items()))
+        )
+
+
+def run_all(args: argparse.Namespace, report: Report, layout: Layout, workdir: Path) -> int:
+    seconds = 1.0 if args.smoke else args.seconds
+    with ExitStack() as stack:
+        emulator = start_emulator(workdir, layout.load_cpu)
+        stack.callback(emulator.stop)
+        targets = [direct_target(emulator)]
+        for make in (
+            lambda: passthrough_target(emulator, workdir, layout.server_cpu),
+            lambda: gateway_target(XROUTER, emulator, workdir / "redis", layout.server_cpu),
+            lambda: gateway_target(
+                XROUTER_MEMORY, emulator, workdir / "memory", layout.server_cpu, limits="memory"
+            ),
+        ):
+            target = make()
+            assert target.process is not None
+            stack.callback(target.process.stop)
+            targets.append(target)
+        if "litellm" in args.peers:
+            if litellm_available():
+                token = emulator_token(emulator.url)
+                peer = start_litellm(emulator.url, token, ROUTE, MODEL, workdir, layout.server_cpu)
+                assert peer.process is not None
+                stack.callback(peer.process.stop)
+                targets.append(peer)
+            else:
+                report.add(f"\nLiteLLM: {SKIPPED}.")
+        for target in targets:
+            warm_up(
+                target.url,
+                [target.body(), target.body(True)],
+                target.authorization,
+                layout.load_cpu,
+            )
+        failures = measure(report, targets, args.smoke, seconds, layout)
+        limiter_line(report, targets[2])
+        for target in targets[2:4]:
+            assert target.process is not None
+            answers = error_answers(target.process)
+            if answers:
+                report.add(
+                    f"Answers other than 200 of '{target.name}' (access log): "
+                    + ", ".join(f"{name} x{count:,}" for name, count in sorted(answers.items()))
+                )
+        report.add(
+            "\nRSS after the run: "
+            + ", ".join(
+                f"{target.name} {target.process.rss_mb():.0f} MiB"
+                for target in targets
+                if target.process
+            )
+        )
+        if args.workers > 1:
+            gateway = targets[2]
+            assert gateway.process is not None
+            cpu_before = gateway.process.cpu_seconds()
+            one_worker = wrk(
+                gateway.url,
+                gateway.body(),
+                gateway.authorization,
+                4 if args.smoke else 64,
+                seconds,
+                layout.load_cpu,
+            )
+            cpu = gateway.process.cpu_seconds() - cpu_before
+            one_worker.cpu_ms_per_request = cpu * 1000 / max(one_worker.requests, 1)
+            failures += one_worker.failures
+            failures += workers_row(
+                report,
+                emulator,
+                workdir,
+                args.workers,
+                one_worker,
+                gateway.process.rss_mb(),
+                seconds,
+                layout,
+                args.smoke,
+            )
+    return failures
+
+
+def run_soak(args: argparse.Namespace, report: Report, layout: Layout, workdir: Path) -> None:
+    with ExitStack() as stack:
+        emulator = start_emulator(workdir, layout.load_cpu)
+        stack.callback(emulator.stop)
+        target = gateway_target(XROUTER, emulator, workdir / "soak", layout.server_cpu)
+        assert target.process is not None
+        stack.callback(target.process.stop)
+        samples = soak(
+            target.process,
+            target.url,
+            target.body(),
+            target.authorization,
+            args.soak,
+            16,
+            layout.load_cpu,
+        )
+        for line in report_lines(samples, args.soak):
+            report.add(line)
 
 
 def main() -> int:
@@ -263,35 +427,44 @@ def main() -> int:
     )
     parser.add_argument("--smoke", action="store_true", help="seconds; checks the harness only")
     parser.add_argument("--seconds", type=float, default=10.0, help="each closed-loop run")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="workers of the scaling row (1: none)"
+    )
+    parser.add_argument(
+        "--soak", type=float, default=0.0, help="run the memory soak instead, this many seconds"
+    )
+    parser.add_argument("--peers", default="", help="comma-separated peers to compare: litellm")
     parser.add_argument("--output", type=Path, help="markdown file for the results")
     args = parser.parse_args()
-    seconds = 1.0 if args.smoke else args.seconds
-    two_cores = cores() >= 2
-    server_cpu, load_cpu = ("0", "1") if two_cores else (None, None)
-    layout = (
-        "server under test on core 0; emulator and load generator (wrk, 1 thread) on core 1"
-        if two_cores
-        else "no pinning (fewer than 2 cores)"
-    )
+    args.peers = {peer.strip() for peer in args.peers.split(",") if peer.strip()}
+    unknown = args.peers - {"litellm"}
+    if unknown:
+        parser.error(f"unknown peers: {', '.join(sorted(unknown))} (known: litellm)")
+    layout = Layout.detect()
+    if layout.load_cpu is not None:
+        # This script's own clients (time to first byte, open loop) are load generators too.
+        os.sched_setaffinity(0, {int(layout.load_cpu)})
     report = Report()
-    report.add(f"## XRouter benchmark, {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC\n")
-    report.add(f"Layout: {layout}. Python {sys.version.split()[0]}.")
-    report.add("Gateway features on: API-key auth, usage recording.")
+    title = "memory soak" if args.soak else "benchmark"
+    report.add(f"## XRouter {title}, {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC\n")
+    for line in machine_lines(layout):
+        report.add(line)
+    # The open loop past capacity holds thousands of connections at once.
+    _, most_files = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (most_files, most_files))
+    failures = 0
     with tempfile.TemporaryDirectory(prefix="xrouter-bench-") as directory:
-        processes, targets = start_targets(Path(directory), server_cpu, load_cpu)
-        try:
-            failures = measure(report, targets, args.smoke, seconds, load_cpu)
-            gateway, passthrough = targets[2].process, targets[1].process
-            assert gateway is not None
-            assert passthrough is not None
-            report.add(
-                f"\nRSS after the run: xrouter {gateway.rss_mb():.0f} MiB, "
-                f"passthrough {passthrough.rss_mb():.0f} MiB"
-            )
-        finally:
-            for process in reversed(processes):
-                process.stop()
-    output = args.output or (None if args.smoke else RESULTS / f"{datetime.date.today()}.md")
+        if args.soak:
+            run_soak(args, report, layout, Path(directory))
+        else:
+            failures = run_all(args, report, layout, Path(directory))
+    load = " ".join(f"{value:.2f}" for value in os.getloadavg())
+    report.add(
+        f"\nLoad average at the end: {load} (the run itself keeps up to about 2 busy: more "
+        "means other work shared the machine, and the figures are lower than on an idle one)."
+    )
+    default = RESULTS / f"{datetime.date.today()}{'-soak' if args.soak else ''}.md"
+    output = args.output or (None if args.smoke else default)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text("\n".join(report.lines) + "\n")

@@ -58,6 +58,10 @@ class LogSecrets(logging.Handler):
         except Exception:
             self.lines.append(f"{record.msg!r} {record.args!r}")
 
+    def keep(self, output: str) -> None:
+        """Keep the lines another process wrote (a gateway started by a test), to be checked."""
+        self.lines.extend(line for line in output.splitlines() if line.strip())
+
     def leaks(self) -> list[tuple[str, str]]:
         """(secret, line) for every logged line that contains a registered secret."""
         with self._secrets_lock:
@@ -73,6 +77,7 @@ class LogSecrets(logging.Handler):
 
 WATCHER = LogSecrets()
 register_secret = WATCHER.register
+keep_output = WATCHER.keep
 
 
 def _after_init(cls: type[Any], read: Callable[[Any], list[Any]]) -> None:

@@ -17,8 +17,10 @@ import redis.exceptions
 from tests.limits.redis_server import PrivateRedis, free_port
 from xrouter.limits.redis_backend import limiter_client
 from xrouter.redis_url import (
+    ClusterRedis,
     SentinelRedis,
     connect_redis,
+    parse_cluster_url,
     parse_sentinel_url,
     validate_redis_url,
 )
@@ -112,9 +114,43 @@ def test_parses_sentinels_service_database_and_credentials() -> None:
     assert (plain.db, plain.password, plain.tls) == (0, None, False)
 
 
+def test_parses_cluster_nodes_and_credentials() -> None:
+    address = parse_cluster_url("rediss+cluster://app:p%40ss@n1:7000,[::1]:7001,n3:7002/")
+    assert address.nodes == [("n1", 7000), ("::1", 7001), ("n3", 7002)]
+    assert (address.username, address.password) == ("app", "p@ss")
+    assert address.tls
+    assert "p@ss" not in repr(address)
+    plain = parse_cluster_url("redis+cluster://:secret@n1:7000")
+    assert (plain.nodes, plain.username, plain.password, plain.tls) == (
+        [("n1", 7000)],
+        None,
+        "secret",
+        False,
+    )
+    assert parse_cluster_url("redis+cluster://n1:7000/0").nodes == [("n1", 7000)]
+
+
+def test_a_cluster_url_builds_a_cluster_client_with_its_startup_nodes() -> None:
+    client = connect_redis(
+        "redis+cluster://app:secret@127.0.0.1:7000,127.0.0.1:7001", socket_timeout=0.5
+    )
+    assert isinstance(client, ClusterRedis)
+    assert [node.name for node in client.startup_nodes] == ["127.0.0.1:7000", "127.0.0.1:7001"]
+    options = client.connection_kwargs
+    assert (options["username"], options["password"]) == ("app", "secret")
+    assert options["socket_timeout"] == 0.5
+    tls = connect_redis("rediss+cluster://127.0.0.1:7000")
+    assert tls.connection_kwargs["connection_class"].__name__ == "SSLConnection"
+
+
 @pytest.mark.parametrize(
     ("url", "problem"),
     [
+        ("redis+cluster://n1:7000/2", "only database 0"),
+        ("redis+cluster://n1:7000?read_from_replicas=yes", "unknown Cluster URL option"),
+        ("redis+cluster://", "at least one node"),
+        ("redis+cluster://n1", "cluster node 'n1' is not host:port"),
+        ("redis+cluster://n1:7000,n2:99999", "is not host:port"),
         ("redis+sentinel://s1:26379", "path is /service"),
         ("redis+sentinel://s1:26379/main/x", "not a number"),
         ("redis+sentinel:///main", "at least one sentinel"),
@@ -136,6 +172,14 @@ def test_settings_accept_sentinel_urls_and_name_bad_ones(
     assert load_settings().redis_url == "redis+sentinel://s1:26379,s2:26379/main"
     monkeypatch.setenv("XROUTER_REDIS_URL", "redis+sentinel://s1:26379")
     with pytest.raises(ConfigurationError, match=r"XROUTER_REDIS_URL: a Sentinel URL's path"):
+        load_settings()
+
+
+def test_settings_accept_cluster_urls_and_name_bad_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XROUTER_REDIS_URL", "redis+cluster://n1:7000,n2:7000")
+    assert load_settings().redis_url == "redis+cluster://n1:7000,n2:7000"
+    monkeypatch.setenv("XROUTER_REDIS_URL", "redis+cluster://n1:7000/3")
+    with pytest.raises(ConfigurationError, match=r"XROUTER_REDIS_URL: a Redis Cluster has only"):
         load_settings()
 
 

@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     database = commands.add_parser("db", help="database migrations", parents=[config])
     db_cli.add_arguments(database)
 
-    keys = commands.add_parser("keys", help="create, list and revoke API keys", parents=[config])
+    keys = commands.add_parser(
+        "keys", help="create, list, change and revoke API keys; show their usage", parents=[config]
+    )
     keys_cli.add_arguments(keys)
 
     users = commands.add_parser("users", help="create web UI / OAuth accounts", parents=[config])
@@ -83,9 +85,17 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _serve(settings: Settings) -> int:
     from xrouter.logs import configure_logging
+    from xrouter.preflight import check_before_serving
     from xrouter.server import serve
     from xrouter.storage.migrate import upgrade
 
+    # Routes and the address are checked before anything starts, so a wrong routes file, a
+    # route to a provider that is not enabled or a port in use is one line, as a wrong setting is.
+    try:
+        check_before_serving(settings)
+    except ConfigurationError as error:
+        print(f"xrouter: invalid configuration: {error}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_level)
     if settings.is_embedded_database:
         upgrade(settings.database_url)

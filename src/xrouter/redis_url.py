@@ -1,4 +1,5 @@
-"""Redis clients from one URL: a single server, or the primary that Redis Sentinel names.
+"""Redis clients from one URL: a single server, the primary that Redis Sentinel names, or a
+Redis Cluster.
 
 ``redis://``, ``rediss://`` and ``unix://`` go to redis-py as they are. Sentinel URLs name the
 sentinels and the service; every connection asks them for the current primary, so a failover
@@ -8,6 +9,13 @@ is followed without a restart:
 
 (``rediss+sentinel://`` for TLS to the primary.) The user and password are the primary's; the
 sentinels' own password, if they have one, is ``sentinel_password``.
+
+Cluster URLs name one or more startup nodes; the client learns the rest of the cluster, and
+which node serves which hash slot, from them (and again after a failover or a resharding):
+
+    redis+cluster://[[user]:password@]host:port[,host:port...][/]
+
+(``rediss+cluster://`` for TLS.) A cluster has only database 0, so the URL has no database.
 """
 
 from __future__ import annotations
@@ -17,12 +25,29 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 import redis.asyncio as redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, SlotNotCoveredError
 
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 PLAIN_SCHEMES = ("redis", "rediss", "unix")
+
+# What ``connect_redis`` returns: every user of Redis in XRouter works with either.
+RedisClient = redis.Redis | RedisCluster
+
+
+@dataclass(frozen=True)
+class ClusterAddress:
+    """What a Cluster URL says."""
+
+    nodes: list[tuple[str, int]]
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: bool = False
 
 
 @dataclass(frozen=True)
@@ -45,13 +70,8 @@ def parse_sentinel_url(url: str) -> SentinelAddress:
         raise ValueError(f"a Sentinel URL starts with {' or '.join(SENTINEL_SCHEMES)}://")
     rest, _, query = rest.partition("?")
     netloc, _, path = rest.partition("/")
-    credentials, at, hosts = netloc.rpartition("@")
-    username = password = None
-    if at:
-        user, colon, secret = credentials.partition(":")
-        username = unquote(user) or None
-        password = unquote(secret) if colon else None
-    sentinels = [_host_port(item) for item in hosts.split(",") if item]
+    username, password, hosts = _credentials(netloc)
+    sentinels = [_host_port(item, "sentinel") for item in hosts.split(",") if item]
     if not sentinels:
         raise ValueError("a Sentinel URL names at least one sentinel as host:port")
     parts = [part for part in path.split("/") if part]
@@ -78,10 +98,41 @@ def parse_sentinel_url(url: str) -> SentinelAddress:
     )
 
 
-def _host_port(item: str) -> tuple[str, int]:
+def parse_cluster_url(url: str) -> ClusterAddress:
+    """Parse a ``redis+cluster://`` URL; ``ValueError`` names what is wrong."""
+    scheme, separator, rest = url.partition("://")
+    if not separator or scheme not in CLUSTER_SCHEMES:
+        raise ValueError(f"a Cluster URL starts with {' or '.join(CLUSTER_SCHEMES)}://")
+    rest, question, query = rest.partition("?")
+    netloc, _, path = rest.partition("/")
+    if path.strip("/") not in ("", "0"):
+        raise ValueError("a Redis Cluster has only database 0: a Cluster URL has no path")
+    if question and query:
+        raise ValueError(f"unknown Cluster URL option(s): {query}")
+    username, password, hosts = _credentials(netloc)
+    nodes = [_host_port(item, "cluster node") for item in hosts.split(",") if item]
+    if not nodes:
+        raise ValueError("a Cluster URL names at least one node as host:port")
+    return ClusterAddress(
+        nodes=nodes, username=username, password=password, tls=scheme == "rediss+cluster"
+    )
+
+
+def _credentials(netloc: str) -> tuple[str | None, str | None, str]:
+    """``(user, password, hosts)`` of ``[[user]:password@]hosts``."""
+    credentials, at, hosts = netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = credentials.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    return username, password, hosts
+
+
+def _host_port(item: str, what: str) -> tuple[str, int]:
     host, colon, port = item.rpartition(":")
     if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"sentinel {item!r} is not host:port")
+        raise ValueError(f"{what} {item!r} is not host:port")
     return host.strip("[]"), int(port)
 
 
@@ -91,9 +142,12 @@ def validate_redis_url(url: str) -> str:
     if scheme in SENTINEL_SCHEMES:
         parse_sentinel_url(url)
         return url
+    if scheme in CLUSTER_SCHEMES:
+        parse_cluster_url(url)
+        return url
     if "://" not in url or scheme not in PLAIN_SCHEMES:
-        schemes = ", ".join(f"{name}://" for name in (*PLAIN_SCHEMES, *SENTINEL_SCHEMES))
-        raise ValueError(f"must start with one of {schemes}")
+        every = (*PLAIN_SCHEMES, *SENTINEL_SCHEMES, *CLUSTER_SCHEMES)
+        raise ValueError(f"must start with one of {', '.join(f'{name}://' for name in every)}")
     return url
 
 
@@ -111,10 +165,15 @@ class SentinelRedis(redis.Redis):
                 await self.sentinel_manager.aclose()
 
 
-def connect_redis(url: str, **options: Any) -> redis.Redis:
+def connect_redis(url: str, **options: Any) -> RedisClient:
     """A client for ``url``; ``options`` (timeouts, retries) apply to the primary's
-    connections and, for Sentinel, the socket timeouts to the sentinels' as well."""
-    if url.partition("://")[0] not in SENTINEL_SCHEMES:
+    connections, for Sentinel the socket timeouts to the sentinels' as well, and for a
+    cluster to every node's connections (``retry`` then counts the cluster client's attempts,
+    each of which may go to another node after relearning the topology)."""
+    scheme = url.partition("://")[0]
+    if scheme in CLUSTER_SCHEMES:
+        return _connect_cluster(parse_cluster_url(url), options)
+    if scheme not in SENTINEL_SCHEMES:
         client: redis.Redis = redis.from_url(url, **options)
         return client
     address = parse_sentinel_url(url)
@@ -140,3 +199,67 @@ def connect_redis(url: str, **options: Any) -> redis.Redis:
     assert isinstance(client, SentinelRedis)
     client.sentinel_manager = sentinel
     return client
+
+
+def _connect_cluster(address: ClusterAddress, options: dict[str, Any]) -> RedisCluster:
+    cluster_options = dict(options)
+    if address.username is not None:
+        cluster_options["username"] = address.username
+    if address.password is not None:
+        cluster_options["password"] = address.password
+    if address.tls:
+        cluster_options["ssl"] = True
+    nodes = [ClusterNode(host, port) for host, port in address.nodes]
+    return ClusterRedis(startup_nodes=nodes, **cluster_options)
+
+
+class ClusterRedis(RedisCluster):
+    """A cluster client that knows the topology before it sends a command, and whose "no node
+    answers" is a ``redis.exceptions.ConnectionError``.
+
+    redis-py reports an unreachable cluster (no startup node answers, or the slots are not all
+    covered during a failover) with ``RedisClusterException``, which is not a ``RedisError``:
+    every user of Redis here treats ``RedisError`` as "Redis is unavailable" and carries on
+    without it, so the cluster client says the same thing in the same words.
+    """
+
+    async def initialize(
+        self,
+        additional_startup_nodes_info: list[tuple[str, int]] | None = None,
+        last_failed_node_name: str | None = None,
+    ) -> RedisCluster:
+        try:
+            return await super().initialize(additional_startup_nodes_info, last_failed_node_name)
+        except RedisClusterException as error:
+            raise RedisConnectionError(f"Redis Cluster unreachable: {error}") from error
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            if self._initialize:
+                # redis-py picks a command's node before it loads the topology: commands
+                # issued together on a fresh client went to random nodes, drew MOVED replies
+                # and made the client close every connection, those of the others included.
+                await self.initialize()
+            return await super().execute_command(*args, **kwargs)
+        except SlotNotCoveredError as error:
+            raise RedisConnectionError(f"Redis Cluster slot not served: {error}") from error
+
+
+def needs_topology(client: RedisClient) -> bool:
+    """Whether ``client`` is a cluster client that has yet to (re)learn which node serves
+    which slot: it does on its first command and again after a node failed to answer.
+
+    redis-py keeps this in a private flag; reading it lets callers with a budget of a few
+    milliseconds run the (slower) topology load on their own terms instead of inside a
+    command they would cancel.
+    """
+    return isinstance(client, RedisCluster) and bool(client._initialize)
+
+
+async def ping_redis(client: RedisClient) -> None:
+    """Raise unless Redis answers: a single server, or every primary of a cluster (a cluster
+    missing a primary refuses the commands of that primary's slots)."""
+    if isinstance(client, RedisCluster):
+        await client.ping(target_nodes=RedisCluster.PRIMARIES)
+    else:
+        await client.ping()

@@ -12,7 +12,6 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
 import aiohttp
-import redis.asyncio as redis
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -39,12 +38,13 @@ from xrouter.observability.metrics import (
 from xrouter.providers.base import Provider
 from xrouter.providers.registry import EmulatorAddresses, build_providers
 from xrouter.providers.transport import Timeouts, UpstreamTransport, create_session
-from xrouter.redis_url import connect_redis
+from xrouter.redis_url import RedisClient, connect_redis, ping_redis
 from xrouter.routing.build import Routing, start_routing
 from xrouter.routing.catalog import ModelCatalog
 from xrouter.routing.resolver import ModelResolver
 from xrouter.settings import Settings
 from xrouter.storage.database import create_engine, ping, session_factory
+from xrouter.usage.journal import usage_journal
 from xrouter.usage.periods import Calendar
 from xrouter.usage.pricing import load_prices
 from xrouter.usage.recorder import UsageRecorder
@@ -76,7 +76,7 @@ class Runtime:
     auth: AuthComponents = field(init=False)
     # The /v1 token check; None until started.
     access_tokens: AccessTokens | None = None
-    redis: redis.Redis | None = None
+    redis: RedisClient | None = None
     limiter: RateLimiter = field(init=False)
     # Every Prometheus metric of this worker; served at GET /metrics.
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
@@ -128,11 +128,12 @@ class Runtime:
             settings.usage_batch_size,
             prices=prices,
             spend=self.spend,
+            journal=usage_journal(settings.usage_journal_dir, settings.database_url),
         )
         self.observer = RequestObserver(self.metrics, prices)
         readers = [usage_reader(self.usage), db_pool_reader(self.engine.pool)]
         if self.redis is not None:
-            readers.append(redis_pool_reader(self.redis.connection_pool))
+            readers.append(redis_pool_reader(self.redis))
         if multiprocess.enabled():
             stack.callback(multiprocess.worker_exited)
             sampler = asyncio.create_task(multiprocess.sample_forever(self.metrics, readers))
@@ -213,7 +214,7 @@ class Runtime:
             checks["database"] = f"unreachable ({type(error).__name__})"
         if self.redis is not None:
             try:
-                await asyncio.wait_for(self.redis.ping(), timeout)
+                await asyncio.wait_for(ping_redis(self.redis), timeout)
                 checks["redis"] = "ok"
             except Exception as error:
                 checks["redis"] = f"unreachable ({type(error).__name__})"

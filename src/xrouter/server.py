@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import signal
+import sys
+from types import FrameType
 from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
 
+from xrouter.allocator import tune_allocator
 from xrouter.app import create_app
 from xrouter.logs import configure_logging
 from xrouter.observability.multiprocess import shared_directory
@@ -17,7 +21,23 @@ def app_from_environment() -> ASGIApp:
     """Factory for worker processes: each builds its own settings from the environment."""
     settings = load_settings()
     configure_logging(settings.log_level)
+    tune_allocator()
     return create_app(settings, handle_signals=True)
+
+
+def exit_cleanly_on_sigterm() -> None:
+    """Make a SIGTERM end the process with status 0 once it has drained.
+
+    uvicorn handles SIGTERM itself (a graceful shutdown), then puts back the handler it found
+    and raises the signal again; with the default handler that kills the process (status 143)
+    although nothing was lost. This one is what it puts back. Call it before uvicorn starts:
+    set while it serves (as in a worker's app factory), it would replace uvicorn's own.
+    """
+
+    def exit_now(signum: int, frame: FrameType | None) -> None:
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, exit_now)
 
 
 def serve(settings: Settings) -> None:
@@ -41,4 +61,6 @@ def serve(settings: Settings) -> None:
                 **common,
             )
     else:
+        tune_allocator()
+        exit_cleanly_on_sigterm()
         uvicorn.run(create_app(settings, handle_signals=True), **common)

@@ -119,6 +119,11 @@ class Settings(BaseSettings):
 
     usage_flush_seconds: float = Field(default=1.0, gt=0)
     usage_batch_size: int = Field(default=500, ge=1)
+    # Each process journals its usage events here before answering, so a killed process loses
+    # none: the others on the host (or its restart) write them (README "Keys and usage"). Unset:
+    # .xrouter/usage-journal next to the SQLite database, else in the working directory;
+    # "": no journal (usage waits in memory only).
+    usage_journal_dir: str | None = None
     # On SIGTERM, report not ready (/ready 503) this long while still serving, then stop.
     shutdown_drain_seconds: float = Field(default=5.0, ge=0, le=600)
     # Prices by model id or pattern ("gigachat/GigaChat-2-Max", "yandex/*"), in roubles per
@@ -372,6 +377,13 @@ def _describe(error: ValidationError) -> str:
     if not location and ":" in message:
         location, message = [message.split(":", 1)[0]], message.split(":", 1)[1].strip()
     setting = "XROUTER_" + location[0].upper() if location else "configuration"
+    if location[:1] == ["routes"] and len(location) > 1:
+        # Name the route and its field, as a routes file's error does.
+        field = ".".join(str(part) for part in first["loc"][2:])
+        if first["type"] == "extra_forbidden":
+            message = "unknown field"
+        where = f"route '{location[1]}': {field}" if field else f"route '{location[1]}'"
+        return f"{setting}: {where}: {message}"
     if first["type"] == "extra_forbidden":
         return f"{setting}: unknown setting"
     return f"{setting}: {message}"

@@ -91,6 +91,9 @@ def test_openapi_describes_the_gateway_endpoints(gateway: RunningGateway) -> Non
     request_schema = schema["components"]["schemas"][request_ref.rsplit("/", 1)[1]]
     assert {"model", "messages"} <= set(request_schema["required"])
     assert "ChatCompletion" in schema["components"]["schemas"]
+    retrieve = schema["paths"]["/v1/models/{model}"]["get"]
+    assert retrieve["operationId"] == "retrieveModel"
+    assert set(retrieve["responses"]) == {"200", "401", "404"}
     docs = httpx.get(f"{gateway.url}/docs")
     assert docs.status_code == 200
     assert "swagger" in docs.text.lower()

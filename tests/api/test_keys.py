@@ -266,3 +266,26 @@ class _Cookies:
 def _as_connection(http: httpx.Client) -> object:
     """Enough of a request for ``UiSessions.csrf_token``: this browser's cookies."""
     return _Cookies({name: value for name, value in http.cookies.items()})
+
+
+def test_content_logging_is_off_unless_asked_for_and_reaches_the_gateway(
+    gateway: RunningGateway,
+) -> None:
+    _, api = user_with_api(gateway)
+    with api:
+        plain = api.post("/api/keys", json={"name": "plain"}).json()
+        assert plain["log_content"] is False
+        logged = api.post("/api/keys", json={"name": "logged", "log_content": True}).json()
+        assert logged["log_content"] is True
+        assert gateway.runtime.keys.lookup(logged["key"]).log_content  # type: ignore[union-attr]
+        assert api.get(f"/api/keys/{logged['id']}").json()["log_content"] is True
+        off = api.patch(f"/api/keys/{logged['id']}", json={"log_content": False})
+        assert off.json()["log_content"] is False
+        assert not gateway.runtime.keys.lookup(logged["key"]).log_content  # type: ignore[union-attr]
+        # Other changes leave the flag alone; null is refused rather than read as "off".
+        api.patch(f"/api/keys/{plain['id']}", json={"log_content": True})
+        renamed = api.patch(f"/api/keys/{plain['id']}", json={"name": "renamed"}).json()
+        assert renamed["log_content"] is True
+        refused = api.patch(f"/api/keys/{plain['id']}", json={"log_content": None})
+        assert refused.status_code == 400
+        assert refused.json()["error"]["param"] == "log_content"

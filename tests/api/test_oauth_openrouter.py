@@ -19,6 +19,7 @@ from tests.api.oauth_helpers import (
 )
 from tests.servers import RunningGateway
 from xrouter.auth.users import UserInfo
+from xrouter.ui.pages import when
 
 CALLBACK = "http://localhost:3000/openrouter-callback"
 
@@ -86,11 +87,16 @@ def test_openrouter_flow_creates_a_revocable_key(
     apps = browser.http.get("/ui/apps")
     assert apps.status_code == 200
     assert "App at http://localhost:3000" in apps.text
-    key_id = next(
-        info.id
+    created = next(
+        info
         for info in gateway.loop.run(gateway.runtime.key_service.list())
         if info.owner == user.id and info.active
     )
+    key_id = created.id
+    # Shown as on the key pages: the display prefix as is, the time at the UI's offset.
+    assert f"<code>{created.prefix}</code>" in apps.text
+    offset = gateway.runtime.settings.budget_utc_offset_hours
+    assert f">{when(created.created_at, offset)}</time>" in apps.text
     revoke = browser.http.post(
         "/ui/keys/revoke", data={**hidden_fields(apps.text), "key_id": key_id}
     )

@@ -69,3 +69,10 @@ def test_oauth_clients_create_and_list(tmp_path: Path) -> None:
     listed = xrouter(tmp_path, "oauth-clients", "list", "--json")
     names = [row["name"] for row in json.loads(listed.stdout)]
     assert names == ["Notebook", "Resource server"]
+
+
+def test_users_create_without_a_terminal_explains_password_stdin(tmp_path: Path) -> None:
+    created = xrouter(tmp_path, "users", "create", "--email", "ops@example.com")
+    assert created.returncode == 1
+    assert "--password-stdin" in created.stderr
+    assert "Traceback" not in created.stderr

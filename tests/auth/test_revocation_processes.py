@@ -4,19 +4,12 @@ one is refused by the other within a second."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.api.oauth_helpers import (
     PASSWORD,
@@ -29,31 +22,19 @@ from tests.api.oauth_helpers import (
     query_of,
 )
 from tests.auth.conftest import PEPPER, cheap_passwords
+from tests.gateway_processes import GatewayProcess, environment, fresh_database, start_all, stop_all
+from tests.log_secrets import register_secret
 from xrouter.auth.clients import ClientService
 from xrouter.auth.users import UserService
 from xrouter.keys.hashing import KeyHasher
 from xrouter.storage.database import create_engine, session_factory
-from xrouter.storage.migrate import upgrade_async
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 ISSUER = "http://xrouter.processes.test"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def _prepare(database_url: str) -> tuple[str, str]:
-    engine = create_async_engine(database_url)
-    try:
-        async with engine.begin() as connection:
-            await connection.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-            await connection.execute(text("CREATE SCHEMA public"))
-    finally:
-        await engine.dispose()
-    await upgrade_async(database_url)
+    await fresh_database(database_url)
     engine = create_engine(database_url)
     try:
         sessions = session_factory(engine)
@@ -64,61 +45,23 @@ async def _prepare(database_url: str) -> tuple[str, str]:
     return user.email, client.info.id
 
 
-def _serve(cwd: Path, environment: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "xrouter", "serve", "--port", str(port)],
-        cwd=cwd,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    return process, f"http://127.0.0.1:{port}"
-
-
-def _wait_ready(process: subprocess.Popen[str], url: str) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            output = process.stdout.read() if process.stdout else ""
-            raise AssertionError(f"serve did not become ready:\n{output}")
-        time.sleep(0.1)
-
-
 @pytest.fixture
 def two_gateways(
     postgres_url: str, redis_url: str, tmp_path: Path
 ) -> Iterator[tuple[str, str, str, str]]:
     email, client_id = asyncio.run(_prepare(postgres_url))
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("XROUTER_")}
-    environment.update(
+    env = environment(
         XROUTER_DATABASE_URL=postgres_url,
         XROUTER_REDIS_URL=redis_url,
         XROUTER_KEY_PEPPER=PEPPER.decode(),
         XROUTER_OAUTH_ISSUER=ISSUER,
-        XROUTER_LOG_LEVEL="warning",
     )
-    processes = [_serve(tmp_path, environment) for _ in range(2)]
+    processes: list[GatewayProcess] = []
     try:
-        for process, url in processes:
-            _wait_ready(process, url)
-        yield processes[0][1], processes[1][1], email, client_id
+        processes = start_all(2, tmp_path, env)
+        yield processes[0].url, processes[1].url, email, client_id
     finally:
-        for process, _ in processes:
-            process.send_signal(signal.SIGTERM)
-        for process, _ in processes:
-            try:
-                process.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.communicate()
+        stop_all(processes)
 
 
 def _token_from(url: str, email: str, client_id: str) -> str:
@@ -133,7 +76,9 @@ def _token_from(url: str, email: str, client_id: str) -> str:
     code = query_of(approved.headers["location"])["code"]
     response = exchange(url, client_id, code, verifier)
     assert response.status_code == 200, response.text
-    return str(response.json()["access_token"])
+    token = str(response.json()["access_token"])
+    register_secret(token)
+    return token
 
 
 def test_revocation_on_one_process_reaches_the_other_within_a_second(

@@ -11,6 +11,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 CHART = DEPLOY / "helm" / "xrouter"
+# The alert rules: Prometheus loads this file, the chart's PrometheusRule renders it.
+ALERT_RULES = ROOT / "ops" / "prometheus" / "alerts.yml"
 
 # What an operator must give; everything else has a default.
 REQUIRED_VALUES: dict[str, Any] = {

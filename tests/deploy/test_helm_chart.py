@@ -9,9 +9,10 @@ from typing import Any
 import helm_python as helm
 import kubernetes_validate
 import pytest
+import yaml
 from kubernetes_validate.utils import SchemaNotFoundError
 
-from tests.deploy.chart import CHART, REQUIRED_VALUES, one, render
+from tests.deploy.chart import ALERT_RULES, CHART, REQUIRED_VALUES, one, render
 from xrouter.routing.routes import read_routes_file
 from xrouter.settings import Settings
 
@@ -50,7 +51,12 @@ def test_chart_lints_clean() -> None:
     "values",
     [
         {},
-        {"autoscaling": {"enabled": False}, "replicaCount": 3, "serviceMonitor": {"enabled": True}},
+        {
+            "autoscaling": {"enabled": False},
+            "replicaCount": 3,
+            "serviceMonitor": {"enabled": True},
+            "prometheusRule": {"enabled": True},
+        },
         {"routes": ROUTES, "secret": {"providers": {"XROUTER_YANDEX_FOLDER_ID": "b1gfolder"}}},
         {"secret": {"existingSecret": "xrouter-env"}, "migrations": {"enabled": False}},
     ],
@@ -63,8 +69,8 @@ def test_every_object_is_valid_for_kubernetes(values: dict[str, Any]) -> None:
         for version in KUBERNETES_VERSIONS:
             try:
                 kubernetes_validate.validate(item, version, strict=True)
-            except SchemaNotFoundError:
-                assert item["kind"] == "ServiceMonitor", item["kind"]
+            except SchemaNotFoundError:  # the Prometheus Operator's own kinds
+                assert item["kind"] in ("ServiceMonitor", "PrometheusRule"), item["kind"]
 
 
 def test_defaults_render_the_production_set() -> None:
@@ -214,3 +220,20 @@ def test_a_routes_change_rolls_the_pods() -> None:
         return str(template["metadata"]["annotations"]["checksum/routes"])
 
     assert checksum({"routes": ROUTES}) != checksum({"routes": {"smart": ROUTES["smart"]}})
+
+
+def test_the_alert_rules_render_from_the_one_file_prometheus_loads() -> None:
+    assert (CHART / "files" / "alerts.yml").read_bytes() == ALERT_RULES.read_bytes()
+    labels = {"release": "kube-prometheus-stack"}
+    rule = one(render({"prometheusRule": {"enabled": True, "labels": labels}}), "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["labels"].items() >= labels.items()
+    groups = yaml.safe_load(ALERT_RULES.read_text())["groups"]
+    # Every rule, and Prometheus's own {{ $labels... }} templates untouched by Helm's.
+    assert rule["spec"]["groups"] == groups
+    alerts = [r["alert"] for group in rule["spec"]["groups"] for r in group["rules"]]
+    assert len(alerts) >= 4
+    assert "XRouterQuotaExhausted" in alerts
+    annotations = rule["spec"]["groups"][0]["rules"][0]["annotations"]
+    assert "{{ $labels.limit }}" in annotations["summary"]
+    assert not [item for item in render() if item["kind"] == "PrometheusRule"]

@@ -103,6 +103,43 @@ def test_models_list(client: openai.OpenAI) -> None:
     assert not any(getattr(model, "emulated", False) for model in models.values())
 
 
+@pytest.mark.parametrize(
+    "model", ["gigachat/GigaChat-2-Max", "gigachat/Embeddings", "yandex/yandexgpt:rc"]
+)
+def test_a_model_is_retrieved_as_the_list_shows_it(client: openai.OpenAI, model: str) -> None:
+    # The SDK sends the id's "/" as %2F; the id is the whole rest of the path.
+    listed = {item.id: item for item in client.models.list()}
+    retrieved = client.models.retrieve(model)
+    assert retrieved == listed[model]
+    assert (retrieved.id, retrieved.object) == (model, "model")
+
+
+def test_retrieving_a_model_takes_its_id_as_sent(http: httpx.Client) -> None:
+    response = http.get("/v1/models/yandex/yandexgpt:latest")
+    assert response.status_code == 200
+    assert response.json()["id"] == "yandex/yandexgpt:latest"
+    assert http.post("/v1/models/yandex/yandexgpt").status_code == 405
+
+
+def test_retrieving_an_unknown_model_is_404_model_not_found(
+    client: openai.OpenAI, gateway: RunningGateway
+) -> None:
+    for model in ("gigachat/NoSuchModel", "gpt-4o", "yandex/yandexgpt:nightly"):
+        with pytest.raises(openai.NotFoundError) as caught:
+            client.models.retrieve(model)
+        assert caught.value.body == {  # type: ignore[comparison-overlap]
+            "message": f"The model '{model}' does not exist.",
+            "type": "invalid_request_error",
+            "param": "model",
+            "code": "model_not_found",
+        }
+    with (
+        openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="sk-xr-v1-" + "A" * 49) as anonymous,
+        pytest.raises(openai.AuthenticationError),
+    ):
+        anonymous.models.retrieve("gigachat/GigaChat-2-Max")
+
+
 def test_bad_key_surfaces_as_authentication_error(gateway: RunningGateway) -> None:
     bad = "sk-xr-v1-" + "A" * 49
     with (
@@ -123,6 +160,18 @@ def test_unknown_model_is_404_model_not_found(client: openai.OpenAI) -> None:
         error = caught.value.body
         assert error["code"] == "model_not_found", model  # type: ignore[index]
         assert error["param"] == "model"  # type: ignore[index]
+
+
+def test_a_model_of_the_other_kind_is_404_naming_its_kind(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as chat:
+        client.chat.completions.create(
+            model="gigachat/Embeddings", messages=[{"role": "user", "content": "x"}]
+        )
+    assert chat.value.body["code"] == "model_not_found"  # type: ignore[index]
+    assert "serves embeddings only, not chat" in chat.value.body["message"]  # type: ignore[index]
+    with pytest.raises(openai.NotFoundError) as embeddings:
+        client.embeddings.create(model="yandex/yandexgpt", input="x")
+    assert "serves chat only, not embeddings" in embeddings.value.body["message"]  # type: ignore[index]
 
 
 def test_revoked_key_is_refused(gateway: RunningGateway) -> None:

@@ -2,28 +2,23 @@
 wrong content type or far too much, and a client that leaves mid-stream. Each case asserts what
 the client sees, that the gateway stays healthy afterwards, and is bounded in time.
 
-The misbehaving provider is a proxy in front of the GigaChat emulator: it relays everything
-(OAuth, models) and spoils chat completions the way ``Spoiler.mode`` says.
+The misbehaving provider is a proxy in front of the GigaChat emulator (``spoiling_proxy``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
-import aiohttp
 import httpx
 import pytest
-from aiohttp import web
 
+from tests.gateway.spoiling_proxy import Spoiler, start_spoiling_proxy
 from tests.gateway_fixtures import gateway_settings
 from tests.servers import BackgroundLoop, RunningGateway
 from xrouter.emulators.gigachat import FAULTS_KEY
 from xrouter.emulators.server import CONNECTIONS_KEY, RunningEmulator
-from xrouter.providers.transport import MAX_RESPONSE_BYTES
 from xrouter.storage.migrate import upgrade
 
 CHAT = "/v1/chat/completions"
@@ -32,69 +27,6 @@ REQUEST = {"model": MODEL, "messages": [{"role": "user", "content": "Приве�
 READ_TIMEOUT = 0.5
 # Every case must end well within this.
 BOUND_SECONDS = 10
-
-
-SESSION = web.AppKey("session", aiohttp.ClientSession)
-
-
-@dataclass
-class Spoiler:
-    """How the proxy answers the next chat completions (None: relay them)."""
-
-    mode: str | None = None
-
-
-async def _relay(
-    request: web.Request, upstream: str, session: aiohttp.ClientSession
-) -> web.Response:
-    headers = {
-        k: v for k, v in request.headers.items() if k.lower() not in {"host", "content-length"}
-    }
-    async with session.request(
-        request.method, f"{upstream}{request.rel_url}", headers=headers, data=await request.read()
-    ) as answer:
-        body = await answer.read()
-        kept = {
-            k: v for k, v in answer.headers.items() if k.lower() in {"content-type", "retry-after"}
-        }
-        return web.Response(status=answer.status, body=body, headers=kept)
-
-
-def _proxy_app(upstream: str, spoiler: Spoiler) -> web.Application:
-    app = web.Application()
-
-    async def handle(request: web.Request) -> web.StreamResponse:
-        mode = spoiler.mode if request.path.endswith("/chat/completions") else None
-        if mode == "slow_headers":
-            await request.read()
-            await asyncio.sleep(BOUND_SECONDS)
-        if mode in {"slow_body", "huge"}:
-            response = web.StreamResponse(headers={"Content-Type": "application/json"})
-            await response.prepare(request)
-            await response.write(b'{"choices": [')
-            if mode == "slow_body":
-                await asyncio.sleep(BOUND_SECONDS)
-            else:
-                chunk = b" " * 1024 * 1024
-                for _ in range(MAX_RESPONSE_BYTES // len(chunk) + 2):
-                    await response.write(chunk)
-            return response
-        if mode == "html":
-            page = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
-            return web.Response(status=200, body=page, content_type="text/html")
-        if mode == "html_503":
-            page = b"<html><body>Service Temporarily Unavailable</body></html>"
-            return web.Response(status=503, body=page, content_type="text/html")
-        return await _relay(request, upstream, app[SESSION])
-
-    async def session_context(app: web.Application) -> AsyncIterator[None]:
-        app[SESSION] = aiohttp.ClientSession()
-        yield
-        await app[SESSION].close()
-
-    app.cleanup_ctx.append(session_context)
-    app.router.add_route("*", "/{tail:.*}", handle)
-    return app
 
 
 @pytest.fixture(scope="module")
@@ -106,15 +38,8 @@ def spoiler() -> Spoiler:
 def proxy(
     loop: BackgroundLoop, emulators: dict[str, RunningEmulator], spoiler: Spoiler
 ) -> Iterator[str]:
-    async def start() -> web.AppRunner:
-        runner = web.AppRunner(_proxy_app(emulators["gigachat"].url, spoiler))
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        return runner
-
-    runner = loop.run(start())
-    port = runner.addresses[0][1]
-    yield f"http://127.0.0.1:{port}"
+    url, runner = start_spoiling_proxy(loop, emulators["gigachat"].url, spoiler)
+    yield url
     loop.run(runner.cleanup())
 
 
@@ -178,6 +103,17 @@ def test_a_misbehaving_provider_gets_a_mapped_error(
         assert error["code"] == code
     # The provider's page is never relayed.
     assert "<html" not in response.text
+
+
+def test_a_stream_with_an_endless_line_gets_a_mapped_error(
+    client: httpx.Client, spoiler: Spoiler
+) -> None:
+    spoiler.mode = "huge"  # one "line" of 32 MiB, no event boundary in sight
+    started = time.monotonic()
+    response = client.post(CHAT, json={**REQUEST, "stream": True})
+    assert time.monotonic() - started < BOUND_SECONDS
+    assert response.status_code == 502, response.text
+    assert response.json()["error"]["code"] == "upstream_response_too_large"
 
 
 def test_a_client_leaving_mid_stream_closes_the_upstream_and_is_recorded(

@@ -9,9 +9,6 @@ before the first one settles.
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,16 +18,18 @@ import httpx
 import pytest
 import redis
 
-from tests.limits.redis_server import PrivateRedis, free_port
+from tests.gateway_processes import (
+    PEPPER,
+    GatewayProcess,
+    emulator_settings,
+    environment,
+    start_all,
+    stop_all,
+)
+from tests.limits.redis_server import PrivateRedis
 from tests.servers import BackgroundLoop
 from xrouter.emulators.options import EmulatorOptions
-from xrouter.emulators.server import (
-    GIGACHAT_EMULATOR_CREDENTIALS,
-    YANDEX_EMULATOR_API_KEY,
-    YANDEX_EMULATOR_FOLDER_ID,
-    RunningEmulator,
-    start_emulator,
-)
+from xrouter.emulators.server import RunningEmulator, start_emulator
 from xrouter.keys.hashing import KeyHasher
 from xrouter.keys.service import KeyService
 from xrouter.limits.policy import Limit, prompt_tokens
@@ -39,7 +38,6 @@ from xrouter.storage.migrate import upgrade
 
 pytestmark = pytest.mark.redis
 
-PEPPER = "cluster-test-pepper-0123456789abcdef"
 PROCESSES = 4
 UPSTREAM_LATENCY_MS = 800
 CHAT = "/v1/chat/completions"
@@ -126,67 +124,23 @@ def cluster(
     redis_server.start()
     database_url = f"sqlite+aiosqlite:///{directory / 'xrouter.db'}"
     upgrade(database_url)
-    environment = {
-        name: value for name, value in os.environ.items() if not name.startswith("XROUTER_")
-    }
-    environment.update(
+    env = environment(
         XROUTER_DATABASE_URL=database_url,
-        XROUTER_KEY_PEPPER=PEPPER,
         XROUTER_REDIS_URL=redis_server.url,
-        XROUTER_LOG_LEVEL="warning",
         XROUTER_KEY_CACHE_REFRESH_SECONDS="0.1",
-        XROUTER_EMULATE_MISSING_PROVIDERS="false",
-        XROUTER_GIGACHAT_CREDENTIALS=GIGACHAT_EMULATOR_CREDENTIALS,
-        XROUTER_GIGACHAT_BASE_URL=f"{slow_gigachat.url}/api/v1",
-        XROUTER_GIGACHAT_AUTH_URL=f"{slow_gigachat.url}/api/v2/oauth",
-        XROUTER_YANDEX_API_KEY=YANDEX_EMULATOR_API_KEY,
-        XROUTER_YANDEX_FOLDER_ID=YANDEX_EMULATOR_FOLDER_ID,
-        XROUTER_YANDEX_BASE_URL=emulators["yandex"].url,
+        **emulator_settings(slow_gigachat.url, emulators["yandex"].url),
         # Generous for a loaded CI machine: a timeout would switch to the local fallback.
         XROUTER_RATE_LIMIT_REDIS_TIMEOUT_MS="500",
         XROUTER_RATE_LIMIT_REDIS_RETRY_SECONDS="0.2",
         XROUTER_RATE_LIMIT_INSTANCES=str(PROCESSES),
     )
-    processes: list[subprocess.Popen[bytes]] = []
-    urls: list[str] = []
+    processes: list[GatewayProcess] = []
     try:
-        for index in range(PROCESSES):
-            port = free_port()
-            with (directory / f"gateway-{index}.log").open("wb") as log:
-                processes.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", "xrouter", "serve", "--port", str(port)],
-                        env=environment,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                    )
-                )
-            urls.append(f"http://127.0.0.1:{port}")
-        for process, url in zip(processes, urls, strict=True):
-            wait_until_serving(process, url)
-        yield Cluster(database_url, redis_server, urls)
+        processes = start_all(PROCESSES, directory, env, ready_path="/health")
+        yield Cluster(database_url, redis_server, [process.url for process in processes])
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_all(processes)
         redis_server.stop()
-
-
-def wait_until_serving(process: subprocess.Popen[bytes], url: str) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        assert process.poll() is None, f"the gateway at {url} exited with {process.returncode}"
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, f"the gateway at {url} did not start"
-        time.sleep(0.1)
 
 
 def statuses(responses: list[httpx.Response]) -> dict[int, int]:

@@ -341,6 +341,9 @@ def test_targets_that_cannot_honour_a_parameter_are_skipped(
     assert error["code"] == "no_capable_target"
     assert "gigachat/GigaChat-2:" in error["message"]
     assert "yandex/yandexgpt:" in error["message"]
+    # One sentence: the providers' own sentences lose their full stops inside it.
+    assert ".;" not in error["message"]
+    assert error["message"].endswith("parameter.")
 
 
 def test_a_key_restricted_to_a_provider_never_reaches_the_other(

@@ -35,6 +35,7 @@ OPERATIONS = [
     ("POST", "/v1/chat/completions"),
     ("POST", "/v1/embeddings"),
     ("GET", "/v1/models"),
+    ("GET", "/v1/models/{model}"),
     ("POST", "/v1/messages"),
     ("POST", "/v1/messages/count_tokens"),
     ("POST", "/v1/responses"),
@@ -77,6 +78,8 @@ def test_generated_requests_get_no_5xx_and_match_the_schema(
         # Random model names are all 404s: half the valid cases name a real model instead.
         if isinstance(case.body, dict) and "model" in case.body:
             case.body["model"] = model
+        if case.path_parameters and "model" in case.path_parameters:
+            case.path_parameters["model"] = model
         return case
 
     valid = operation.as_strategy(generation_mode=GenerationMode.POSITIVE)
@@ -107,6 +110,9 @@ def test_generated_requests_get_no_5xx_and_match_the_schema(
 
     check()
     assert not [status for status in statuses if status >= 500]
-    if path.startswith("/v1/") and path != "/v1/models":
+    if path == "/v1/models/{model}":
+        assert statuses[200] > 0, statuses
+        assert statuses[404] > 0, statuses
+    elif path.startswith("/v1/") and path != "/v1/models":
         # The campaign reached the providers and the validators both.
         assert statuses[400] > 0, statuses

@@ -63,6 +63,29 @@ def test_create_and_update_every_option(
     assert listed["expires_at"] is None
 
 
+def test_content_logging_is_switched_on_and_off(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _run(settings, "create", "--name", "plain", "--json") == 0
+    key_id = json.loads(capsys.readouterr().out)["id"]
+    assert _listed(settings, capsys)["log_content"] is False
+    assert _run(settings, "update", key_id, "--log-content") == 0
+    assert "log-content" in capsys.readouterr().out
+    assert _listed(settings, capsys)["log_content"] is True
+    assert _run(settings, "update", key_id, "--name", "still logged") == 0
+    capsys.readouterr()
+    assert _listed(settings, capsys)["log_content"] is True
+    assert _run(settings, "update", key_id, "--no-log-content") == 0
+    capsys.readouterr()
+    assert _listed(settings, capsys)["log_content"] is False
+    assert _run(settings, "revoke", key_id) == 0
+    assert _run(settings, "create", "--name", "logged", "--log-content", "--json") == 0
+    capsys.readouterr()
+    assert _run(settings, "list", "--json") == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [key["log_content"] for key in listed] == [False, True]
+
+
 def test_management_keys_are_marked(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     assert _run(settings, "create", "--name", "ops", "--management") == 0
     capsys.readouterr()

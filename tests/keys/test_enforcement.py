@@ -42,6 +42,13 @@ def test_model_allow_list(gateway: RunningGateway) -> None:
     ids = {model["id"] for model in models}
     assert ids
     assert all(i.startswith("gigachat/") or i.split(":")[0] == "yandex/yandexgpt" for i in ids)
+    # A model the key may not use cannot be retrieved either: it is not in its list.
+    headers = {"Authorization": f"Bearer {secret}"}
+    allowed = httpx.get(f"{gateway.url}/v1/models/yandex/yandexgpt", headers=headers)
+    assert allowed.status_code == 200
+    hidden = httpx.get(f"{gateway.url}/v1/models/yandex/yandexgpt-lite", headers=headers)
+    assert hidden.status_code == 404
+    assert hidden.json()["error"]["code"] == "model_not_found"
 
 
 def test_expired_key_is_refused(gateway: RunningGateway) -> None:

@@ -11,27 +11,25 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.keys.serve_process import PEPPER, ServeProcess, environment
+from tests.gateway_processes import (
+    PEPPER,
+    GatewayProcess,
+    environment,
+    fresh_database,
+    start_all,
+    stop_all,
+)
+from tests.log_secrets import register_secret
 from xrouter.keys.hashing import KeyHasher
 from xrouter.keys.service import KeyService
 from xrouter.storage.database import create_engine, session_factory
-from xrouter.storage.migrate import upgrade_async
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
 
 async def _prepare(database_url: str) -> str:
-    engine = create_async_engine(database_url)
-    try:
-        async with engine.begin() as connection:
-            await connection.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-            await connection.execute(text("CREATE SCHEMA public"))
-    finally:
-        await engine.dispose()
-    await upgrade_async(database_url)
+    await fresh_database(database_url)
     engine = create_engine(database_url)
     try:
         service = KeyService(session_factory(engine), KeyHasher(PEPPER.encode()))
@@ -43,20 +41,19 @@ async def _prepare(database_url: str) -> str:
 @pytest.fixture
 def two_gateways(
     postgres_url: str, redis_url: str, tmp_path: Path
-) -> Iterator[tuple[ServeProcess, ServeProcess, str]]:
+) -> Iterator[tuple[GatewayProcess, GatewayProcess, str]]:
     manager = asyncio.run(_prepare(postgres_url))
     env = environment(
         XROUTER_DATABASE_URL=postgres_url,
         XROUTER_REDIS_URL=redis_url,
         XROUTER_KEY_CACHE_REFRESH_SECONDS="30",
     )
-    processes: list[ServeProcess] = []
+    processes: list[GatewayProcess] = []
     try:
-        processes = [ServeProcess(tmp_path, env) for _ in range(2)]
+        processes = start_all(2, tmp_path, env)
         yield processes[0], processes[1], manager
     finally:
-        for process in processes:
-            process.terminate()
+        stop_all(processes)
 
 
 def _refused_within(http: httpx.Client, url: str, key: str, status: int) -> float:
@@ -74,7 +71,7 @@ def _refused_within(http: httpx.Client, url: str, key: str, status: int) -> floa
 
 
 def test_a_key_stops_on_the_other_instance_within_a_second(
-    two_gateways: tuple[ServeProcess, ServeProcess, str],
+    two_gateways: tuple[GatewayProcess, GatewayProcess, str],
 ) -> None:
     first, second, manager = two_gateways
     auth = {"Authorization": f"Bearer {manager}"}
@@ -83,6 +80,7 @@ def test_a_key_stops_on_the_other_instance_within_a_second(
             created = http.post(f"{first.url}/api/keys", json={"name": change}, headers=auth)
             assert created.status_code == 201, created.text
             key, key_id = created.json()["key"], created.json()["id"]
+            register_secret(key)
             # The second instance learns about the new key through Redis too (no 30 s wait).
             _refused_within(http, second.url, key, 200)
             if change == "revoke":

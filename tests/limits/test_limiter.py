@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
 from tests.limits.clock import FakeClock
@@ -14,6 +16,7 @@ from xrouter.limits.limiter import UNLIMITED, RateLimiter, RateLimitExceededErro
 from xrouter.limits.memory import MemoryBackend
 from xrouter.limits.metrics import LimitMetrics, QuotaTracker
 from xrouter.limits.policy import LimitPolicy
+from xrouter.limits.redis_backend import RedisBackend
 from xrouter.providers.base import ModelTarget
 from xrouter.settings import RateQuota, Settings
 
@@ -118,3 +121,37 @@ async def test_a_failed_request_is_refunded_so_its_retry_is_not_charged_twice(
     with pytest.raises(RateLimitExceededError):
         await limiter.admit(key(), TARGET, 1)
     await limiter.close()
+
+
+@pytest.mark.redis
+async def test_settlements_that_end_together_reach_redis_in_one_call(
+    tmp_path: Path, redis_url: str
+) -> None:
+    clock = FakeClock(now=1_700_000_000.0)
+    calls: list[float] = []
+    six_calls = asyncio.Event()
+
+    def observe(seconds: float) -> None:
+        calls.append(seconds)
+        if len(calls) == 6:
+            six_calls.set()
+
+    backend = RedisBackend(aioredis.from_url(redis_url), 1.0, observe_latency=observe, clock=clock)
+    settings = Settings(key_pepper_file=tmp_path / "pepper")
+    tracker = QuotaTracker(5, clock=clock)
+    registry = CollectorRegistry()
+    limiter = RateLimiter(LimitPolicy(settings), backend, LimitMetrics(registry, tracker), tracker)
+    subject = ActiveKey(id=f"key_{uuid.uuid4().hex}", name="n", owner="bob", prefix="p", tpm=10_000)
+    try:
+        admissions = [await limiter.admit(subject, TARGET, 1000) for _ in range(5)]
+        assert len(calls) == 5
+        for admission in admissions:
+            admission.settle(100)  # each returns 900 of its 1000 reserved tokens
+        async with asyncio.timeout(5):
+            await six_calls.wait()
+        await asyncio.sleep(0.05)
+        assert len(calls) == 6  # five settlements, one round trip
+        after = await limiter.admit(subject, TARGET, 1000)
+        assert after.headers["x-ratelimit-remaining-tokens"] == str(10_000 - 5 * 100 - 1000)
+    finally:
+        await limiter.close()

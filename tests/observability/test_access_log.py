@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.servers import BackgroundLoop, RunningGateway
 from xrouter.emulators.gigachat import FAULTS_KEY
@@ -134,8 +135,8 @@ def test_a_stream_is_counted_as_active_until_it_ends(
         with http.stream("POST", CHAT, json=request) as response:
             lines = response.iter_lines()
             assert next(lines).startswith("data: ")
-            if faults.holding:  # the hold is emulator state that earlier tests can disturb
-                assert sample(gateway, "xrouter_active_streams") == idle + 1
+            assert faults.holding
+            assert sample(gateway, "xrouter_active_streams") == idle + 1
             loop.loop.call_soon_threadsafe(faults.release)
             for _ in lines:
                 pass
@@ -201,10 +202,35 @@ def test_every_api_reports_under_its_own_name(
     assert record.prompt_tokens > 0  # type: ignore[attr-defined]
 
 
+def scraped(http: httpx.Client, name: str, **labels: str) -> float:
+    """A sample's value as ``/metrics`` publishes it (0 when absent)."""
+    for family in text_string_to_metric_families(http.get("/metrics").text):
+        for found in family.samples:
+            if found.name == name and found.labels == labels:
+                return float(found.value)
+    return 0.0
+
+
+def test_a_token_count_is_counted_under_its_model_and_provider(
+    gateway: RunningGateway, http: httpx.Client, access_lines: pytest.LogCaptureFixture
+) -> None:
+    labels = {"api": "count_tokens", "model": "yandex/yandexgpt", "provider": "yandex"}
+    before = scraped(http, "xrouter_requests_total", **labels, status="200")
+    body = {"model": "yandex/yandexgpt", "messages": [{"role": "user", "content": "Привет"}]}
+    response = http.post("/v1/messages/count_tokens", json=body)
+    assert response.status_code == 200, response.text
+    record = line_of(access_lines, response.headers["x-request-id"])
+    assert (record.api, record.model, record.provider) == tuple(labels.values())  # type: ignore[attr-defined]
+    assert scraped(http, "xrouter_requests_total", **labels, status="200") == before + 1
+
+
 def test_models_and_unknown_paths_are_counted(
     gateway: RunningGateway, http: httpx.Client, access_lines: pytest.LogCaptureFixture
 ) -> None:
     assert http.get("/v1/models").status_code == 200
+    one = http.get("/v1/models/gigachat/GigaChat-2-Max")
+    assert one.status_code == 200
+    assert line_of(access_lines, one.headers["x-request-id"]).api == "models"  # type: ignore[attr-defined]
     missing = http.get("/v1/nothing-here")
     assert missing.status_code == 404
     assert line_of(access_lines, missing.headers["x-request-id"]).api == "unknown"  # type: ignore[attr-defined]

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.mmap_dict import MmapedDict
 
-from tests.keys.serve_process import ServeProcess, environment
+from tests.gateway_processes import GatewayProcess, environment
 
 REQUESTS = 40
 REFUSED = re.compile(
@@ -39,7 +39,7 @@ def test_two_workers_report_the_sum_of_both(tmp_path: Path) -> None:
         XROUTER_WORKERS="2",
         PROMETHEUS_MULTIPROC_DIR=str(shared),
     )
-    server = ServeProcess(tmp_path, env)
+    server = GatewayProcess(tmp_path, env)
     try:
         for _ in range(REQUESTS):
             # A new connection each time, so the kernel spreads them over both workers.

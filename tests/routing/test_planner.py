@@ -143,6 +143,9 @@ def test_weighted_split_over_2000_plans_is_within_5_percent(make_planner: Factor
 
 def test_lowest_cost_and_least_latency(make_planner: Factory) -> None:
     assert ids(make_planner(), chat(model="cheap"))[0] == "yandex/yandexgpt-lite"
+    # Too short to count as a token and without max_tokens: the prices still decide.
+    tiny = chat(model="cheap", messages=[{"role": "user", "content": "hi"}])
+    assert ids(make_planner(), tiny)[0] == "yandex/yandexgpt-lite"
     latency = LatencyTracker()
     latency.observe("gigachat/GigaChat-2", 0.9)
     latency.observe("yandex/yandexgpt", 0.2)

@@ -1,13 +1,13 @@
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect, select
+from sqlalchemy import inspect, select, text
 from sqlalchemy.engine import Connection
 
 from xrouter.storage.database import create_engine, session_factory
@@ -142,6 +142,42 @@ async def test_key_limit_columns_survive_a_downgrade_and_upgrade(
     assert not {"rpm", "tpm", "tpd"} & before
     assert {"rpm", "tpm", "tpd"} <= after
     assert downgraded == before
+
+
+async def test_created_by_app_column_up_and_down_keeps_the_keys(
+    empty_database_url: str,
+) -> None:
+    await upgrade_async(empty_database_url, "0005")
+    engine = create_engine(empty_database_url)
+    now = datetime.now(UTC)
+    row = {"id": "key_before0006", "name": "n", "prefix": "p", "hash": "h" * 64, "now": now}
+    insert = text(
+        "INSERT INTO api_keys (id, name, prefix, secret_hash, created_at, updated_at, kind,"
+        " disabled, log_content) VALUES (:id, :name, :prefix, :hash, :now, :now,"
+        " 'inference', false, false)"
+    )
+    try:
+        async with engine.begin() as connection:
+            before = await connection.run_sync(_api_key_columns)
+            await connection.execute(insert, row)
+        await upgrade_async(empty_database_url, "0006")
+        async with engine.begin() as connection:
+            after = await connection.run_sync(_api_key_columns)
+            marked = await connection.scalar(text("SELECT created_by_app FROM api_keys"))
+            await connection.execute(
+                text("UPDATE api_keys SET created_by_app = 'https://notes.example'")
+            )
+        await downgrade_async(empty_database_url, "0005")
+        async with engine.connect() as connection:
+            downgraded = await connection.run_sync(_api_key_columns)
+            kept = (await connection.execute(text("SELECT id FROM api_keys"))).scalars().all()
+    finally:
+        await engine.dispose()
+    assert "created_by_app" not in before
+    assert after == before | {"created_by_app"}
+    assert marked is None  # keys made before the column were not made by an app
+    assert downgraded == before
+    assert kept == ["key_before0006"]
 
 
 async def downgrade_async(database_url: str, revision: str) -> None:

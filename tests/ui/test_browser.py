@@ -10,10 +10,11 @@ import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from tests.api.keys_helpers import chat
 from tests.api.oauth_helpers import PASSWORD, make_user
@@ -129,6 +130,11 @@ def test_key_lifecycle_in_the_browser(page: Page, gateway: RunningGateway) -> No
         page.wait_for_timeout(200)
     expect(requests_total).to_have_text("2")
     _shot(page, "04-key-usage")
+    page.get_by_label("Period").select_option("hour")
+    expect(page.locator("#usage-chart rect.column")).to_have_count(48)
+    # The last three ticks are the time axis': 24 hours apart, each must name its date.
+    ticks = page.locator("#usage-chart text.tick").all_text_contents()[-3:]
+    assert len(set(ticks)) == 3, ticks
 
     page.get_by_role("link", name="Revoke key").click()
     expect(page.get_by_role("heading", name="Revoke this key?")).to_be_visible()
@@ -175,3 +181,46 @@ def test_admin_view(page: Page, gateway: RunningGateway) -> None:
     _no_horizontal_scroll(page)
     _shot(page, "10-admin-phone")
     assert httpx.get(f"{gateway.url}/ui/admin").status_code == 303
+
+
+def test_content_logging_toggle(page: Page, gateway: RunningGateway) -> None:
+    user = make_user(gateway)
+    _sign_in(page, user.email)
+    toggle = page.get_by_label("Log prompts and completions")
+    expect(toggle).not_to_be_checked()
+    page.get_by_label("Name").fill("Logged key")
+    toggle.check()
+    page.get_by_role("button", name="Create key").click()
+    expect(page.get_by_role("heading", name="Your new key: Logged key")).to_be_visible()
+    [info] = gateway.loop.run(gateway.runtime.key_service.list(user.id))
+    assert info.log_content
+    page.goto(f"/ui/keys/{info.id}")
+    expect(toggle).to_be_checked()
+    toggle.uncheck()
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_text("Saved.")).to_be_visible()
+    expect(toggle).not_to_be_checked()
+    assert not gateway.loop.run(gateway.runtime.key_service.get(info.id)).log_content
+
+
+def test_docs_render_with_other_hosts_unreachable(page: Page, gateway: RunningGateway) -> None:
+    # A closed network: any request to another host fails, as it would there.
+    elsewhere: list[str] = []
+
+    def loopback_only(route: Route) -> None:
+        host = urlsplit(route.request.url).hostname
+        if host in ("127.0.0.1", "localhost", "::1"):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", loopback_only)
+    page.goto("/docs")
+    operations = page.locator(".opblock")
+    expect(operations.first).to_be_visible()
+    expect(page.locator(".opblock", has_text="/v1/chat/completions")).to_be_visible()
+    expect(page.locator(".opblock", has_text="/v1/models/{model}")).to_be_visible()
+    assert operations.count() > 10
+    assert elsewhere == []
+    _shot(page, "docs")

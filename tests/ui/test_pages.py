@@ -99,6 +99,28 @@ def test_edit_and_revoke_with_confirmation(gateway: RunningGateway) -> None:
     assert chat(gateway, secret).status_code == 401
 
 
+def test_content_logging_checkbox(gateway: RunningGateway) -> None:
+    user = make_user(gateway)
+    with signed_in_browser(gateway, user) as browser:
+        _create(browser, log_content="on")
+        key_id = _key_id(gateway, user.id, "web key")
+        assert gateway.loop.run(gateway.runtime.key_service.get(key_id)).log_content
+        page = browser.http.get(f"/ui/keys/{key_id}")
+        assert re.search(
+            r'id="log_content" name="log_content" type="checkbox"[^>]* checked', page.text
+        )
+        # An unticked checkbox is not sent: saving the form without it switches logging off.
+        fields = hidden_fields(page.text)
+        saved = browser.http.post(
+            f"/ui/keys/{key_id}", data={"csrf_token": fields["csrf_token"], "name": "web key"}
+        )
+        assert saved.status_code == 303
+        page = browser.http.get(f"/ui/keys/{key_id}")
+        assert re.search(r'id="log_content"[^>]*>', page.text)
+        assert not re.search(r'id="log_content"[^>]* checked', page.text)
+    assert not gateway.loop.run(gateway.runtime.key_service.get(key_id)).log_content
+
+
 def test_another_users_key_pages_are_not_found(gateway: RunningGateway) -> None:
     owner, stranger = make_user(gateway), make_user(gateway)
     with signed_in_browser(gateway, owner) as browser:

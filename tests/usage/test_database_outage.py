@@ -17,6 +17,7 @@ from sqlalchemy import func, make_url, select
 
 from tests.gateway_fixtures import gateway_settings
 from tests.servers import BackgroundLoop, RunningGateway
+from tests.usage.cuttable_proxy import CuttableProxy
 from xrouter.emulators.server import RunningEmulator
 from xrouter.storage.database import create_engine, session_factory
 from xrouter.storage.migrate import upgrade
@@ -25,49 +26,6 @@ from xrouter.storage.models import UsageRecord
 CLIENTS = 4
 REQUESTS_EACH = 10
 BODY = {"model": "gigachat/GigaChat-2-Max", "messages": [{"role": "user", "content": "Hi"}]}
-
-
-class CuttableProxy:
-    """A TCP proxy on a fixed loopback port; ``cut`` drops every connection and refuses new
-    ones until ``restore``."""
-
-    def __init__(self, target_host: str, target_port: int) -> None:
-        self.target = (target_host, target_port)
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def cut(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in list(self._writers):
-            writer.transport.abort()
-        await self._server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._writers |= {writer, upstream_writer}
-
-        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-            try:
-                while data := await source.read(65536):
-                    sink.write(data)
-                    await sink.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                sink.transport.abort()
-                self._writers.discard(sink)
-
-        await asyncio.gather(pump(reader, upstream_writer), pump(upstream_reader, writer))
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.keys.serve_process import PEPPER, ServeProcess, environment
+from tests.gateway_processes import PEPPER, GatewayProcess, environment
 from xrouter.keys.hashing import KeyHasher
 from xrouter.keys.service import KeyService
 from xrouter.storage.database import create_engine, session_factory
@@ -51,7 +51,7 @@ def test_sigterm_under_load_loses_and_doubles_nothing(tmp_path: Path) -> None:
     database_url = f"sqlite+aiosqlite:///{database}"
     key, key_id, manager = asyncio.run(_keys(database_url))
     env = environment(XROUTER_DATABASE_URL=database_url, XROUTER_USAGE_FLUSH_SECONDS="600")
-    server = ServeProcess(tmp_path, env)
+    server = GatewayProcess(tmp_path, env)
     stop = threading.Event()
     received: list[int] = []
     clients = [
@@ -81,7 +81,7 @@ def test_sigterm_under_load_loses_and_doubles_nothing(tmp_path: Path) -> None:
     assert records == len(received)
     assert rolled_up == len(received)
 
-    restarted = ServeProcess(tmp_path, env)
+    restarted = GatewayProcess(tmp_path, env)
     try:
         usage = httpx.get(
             f"{restarted.url}/api/keys/{key_id}/usage",

@@ -25,6 +25,7 @@ from xrouter.api import (
     ui_auth,
     ui_keys,
 )
+from xrouter.api.docs import DOCS_PATH, install_docs
 from xrouter.api.openapi import install_openapi
 from xrouter.errors import ErrorBody, ErrorDetail, GatewayError
 from xrouter.runtime import Runtime
@@ -38,7 +39,8 @@ def create_control_plane(runtime: Runtime) -> FastAPI:
         title="XRouter",
         version=__version__,
         description="OpenAI-compatible gateway for GigaChat and YandexGPT.",
-        docs_url="/docs",
+        # /docs is served from the package's own Swagger UI files (api/docs.py).
+        docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json",
     )
@@ -56,10 +58,11 @@ def create_control_plane(runtime: Runtime) -> FastAPI:
     app.include_router(ui_keys.router)
     app.mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="ui-static")
     install_openapi(app)
+    install_docs(app)
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
-        return RedirectResponse("/docs")
+        return RedirectResponse(DOCS_PATH)
 
     @app.exception_handler(GatewayError)
     async def gateway_error(request: Request, error: GatewayError) -> JSONResponse:

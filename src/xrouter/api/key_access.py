@@ -104,6 +104,7 @@ async def create_key(
     monthly_budget_rub: float | None = None,
     allowed_models: Sequence[str] | None = None,
     expires_at: datetime | None = None,
+    log_content: bool = False,
 ) -> CreatedKey:
     """A key owned by the caller (or, for administrators, by ``owner``)."""
     if caller.key is not None and caller.key.kind == INFERENCE:
@@ -122,6 +123,7 @@ async def create_key(
         monthly_budget_rub=monthly_budget_rub,
         allowed_models=allowed_models,
         expires_at=expires_at,
+        log_content=log_content,
     )
 
 
@@ -160,6 +162,8 @@ def key_json(runtime: Runtime, info: KeyInfo) -> dict[str, Any]:
         "allowed_models": list(info.allowed_models) if info.allowed_models is not None else None,
         "limits": {"rpm": info.rpm, "tpm": info.tpm, "tpd": info.tpd},
         "monthly_budget_rub": budget,
+        "log_content": info.log_content,
+        "created_by_app": info.created_by_app,
         "spent_this_month_rub": round(spent, 6),
         "budget_remaining_rub": round(max(budget - spent, 0.0), 6) if budget is not None else None,
         "budget_resets_at": _iso(runtime.spend.resets_at()),

@@ -46,6 +46,8 @@ class NewKey(BaseModel):
     monthly_budget_rub: float | None = Field(default=None, ge=0)
     allowed_models: list[str] | None = Field(default=None, max_length=100)
     expires_at: AwareDatetime | None = None
+    # True: the gateway logs the prompts and completions made with this key.
+    log_content: bool = False
     # Administrators only: the user the key is for (default: the caller).
     owner: str | None = Field(default=None, max_length=200)
 
@@ -63,6 +65,7 @@ class KeyPatch(BaseModel):
     allowed_models: list[str] | None = Field(default=None, max_length=100)
     expires_at: AwareDatetime | None = None
     disabled: bool | None = None
+    log_content: bool | None = None
     # True: give the key a new secret (returned once, as "key"); the old one stops working.
     rotate: bool = False
 
@@ -72,6 +75,8 @@ class KeyPatch(BaseModel):
             raise InvalidRequestError("The name cannot be null.", param="name")
         if "disabled" in given and self.disabled is None:
             raise InvalidRequestError("disabled must be true or false.", param="disabled")
+        if "log_content" in given and self.log_content is None:
+            raise InvalidRequestError("log_content must be true or false.", param="log_content")
         values = {
             name: getattr(self, name) if name in given else UNCHANGED
             for name in (
@@ -83,6 +88,7 @@ class KeyPatch(BaseModel):
                 "allowed_models",
                 "expires_at",
                 "disabled",
+                "log_content",
             )
         }
         return KeyChanges(**values)
@@ -115,7 +121,10 @@ async def get_key(request: Request, key_id: str, caller: KeyReader) -> JSONRespo
     return JSONResponse(key_json(runtime, await find_key(runtime, caller, key_id)))
 
 
-@router.patch("/keys/{key_id}", summary="Rename, change limits, disable or enable, rotate")
+@router.patch(
+    "/keys/{key_id}",
+    summary="Rename, change limits, disable or enable, switch content logging, rotate",
+)
 async def patch_key(
     request: Request, key_id: str, body: KeyPatch, caller: KeyWriter
 ) -> JSONResponse:

@@ -27,6 +27,7 @@ from xrouter.gateway.wire import (
     ChatCompletionRequest,
     EmbeddingsRequest,
     EmbeddingsResponse,
+    ModelCard,
     ModelList,
 )
 
@@ -62,6 +63,7 @@ def gateway_paths() -> tuple[dict[str, Any], dict[str, Any]]:
         ChatCompletionChunk,
         EmbeddingsRequest,
         EmbeddingsResponse,
+        ModelCard,
         ModelList,
         ErrorBody,
         *_TRANSLATED_STRUCTS,
@@ -123,6 +125,32 @@ def gateway_paths() -> tuple[dict[str, Any], dict[str, Any]]:
                         "content": {"application/json": {"schema": _ref(ModelList)}},
                     },
                     "401": _errors()["401"],
+                },
+            }
+        },
+        "/v1/models/{model}": {
+            "get": {
+                "tags": ["gateway"],
+                "summary": "Retrieve one model, as /v1/models lists it",
+                "operationId": "retrieveModel",
+                "security": security,
+                "parameters": [
+                    {
+                        "name": "model",
+                        "in": "path",
+                        "required": True,
+                        "description": "The model id, such as gigachat/GigaChat-2-Max or "
+                        "yandex/yandexgpt:rc; its '/' may be sent as is or as %2F",
+                        "schema": {"type": "string", "minLength": 1},
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The model",
+                        "content": {"application/json": {"schema": _ref(ModelCard)}},
+                    },
+                    "401": _errors()["401"],
+                    "404": _errors()["404"],
                 },
             }
         },

@@ -139,13 +139,20 @@ async def apps_page(request: Request) -> Response:
 async def _apps(request: Request, user: UserInfo, notice: str | None) -> Response:
     runtime: Runtime = request.app.state.runtime
     apps = await runtime.auth.grants.authorized_apps(user.id)
-    keys = [key for key in await runtime.key_service.list() if key.owner == user.id and key.active]
+    # Only the keys apps got through the key flow; the keys page lists the rest.
+    keys = [
+        key
+        for key in await runtime.key_service.list(user.id)
+        if key.active and key.created_by_app is not None
+    ]
     context: dict[str, Any] = {
         "user": user,
         "apps": apps,
         "keys": keys,
         "notice": notice,
         "csrf_token": runtime.auth.ui_sessions.csrf_token(request),
+        # Times at the UI's offset, as on the key pages.
+        "offset": runtime.settings.budget_utc_offset_hours,
     }
     return render(request, "apps.html", context)
 

@@ -20,7 +20,7 @@ from xrouter.api.key_access import (
     revoke_key,
     visible_keys,
 )
-from xrouter.api.ui_auth import csrf_refused, login_redirect
+from xrouter.api.ui_auth import LOGIN_PATH, csrf_refused, login_redirect
 from xrouter.errors import GatewayError
 from xrouter.keys.cache import INFERENCE, KEY_KINDS
 from xrouter.keys.service import KeyInfo
@@ -38,6 +38,35 @@ async def _caller(request: Request) -> Caller | None:
     return Caller(user.id, user.is_admin, email=user.email) if user is not None else None
 
 
+async def _viewer(request: Request) -> Caller | Response:
+    """The signed-in caller of a page, or the redirect that sends them to sign in first."""
+    caller = await _caller(request)
+    return caller if caller is not None else login_redirect(request)
+
+
+async def _submission(request: Request) -> tuple[Caller, dict[str, str]] | Response:
+    """The signed-in caller and the form they posted, or the page that refuses it (no session,
+    an unreadable form, a missing or wrong CSRF token)."""
+    caller = await _caller(request)
+    if caller is None:
+        return RedirectResponse(LOGIN_PATH, status_code=303)
+    try:
+        form = await form_values(request)
+    except FormError as error:
+        return error_page(request, str(error))
+    if not runtime_of(request).auth.ui_sessions.csrf_valid(request, form.get("csrf_token")):
+        return csrf_refused(request)
+    return caller, form
+
+
+async def _visible_key(request: Request, caller: Caller, key_id: str) -> KeyInfo | Response:
+    """The key, if the caller may see it; the error page (404) otherwise."""
+    try:
+        return await find_key(runtime_of(request), caller, key_id)
+    except GatewayError as error:
+        return error_page(request, error.message, status=error.status)
+
+
 def _base_context(request: Request, caller: Caller) -> dict[str, Any]:
     runtime = runtime_of(request)
     return {
@@ -47,14 +76,23 @@ def _base_context(request: Request, caller: Caller) -> dict[str, Any]:
     }
 
 
-async def _form(request: Request) -> dict[str, str] | Response:
-    try:
-        form = await form_values(request)
-    except FormError as error:
-        return error_page(request, str(error))
-    if not runtime_of(request).auth.ui_sessions.csrf_valid(request, form.get("csrf_token")):
-        return csrf_refused(request)
-    return form
+def _filters(request: Request) -> tuple[str, str]:
+    """The search text and status filter of a key list."""
+    return request.query_params.get("q", "")[:200], request.query_params.get("status", "")
+
+
+def _listing(
+    request: Request, keys: list[KeyInfo], query: str, status_filter: str
+) -> dict[str, Any]:
+    """What a key table and its filters show: newest first, with this month's spend."""
+    spend = runtime_of(request).spend
+    return {
+        "keys": list(reversed(keys)),
+        "spent": {info.id: spend.spent(info.id) for info in keys},
+        "query": query,
+        "status_filter": status_filter,
+        "statuses": KEY_STATUSES,
+    }
 
 
 @router.get("/ui")
@@ -64,20 +102,18 @@ async def home() -> RedirectResponse:
 
 @router.get(KEYS_PATH)
 async def keys_page(request: Request) -> Response:
-    caller = await _caller(request)
-    if caller is None:
-        return login_redirect(request)
+    caller = await _viewer(request)
+    if isinstance(caller, Response):
+        return caller
     return await _keys_page(request, caller, {}, None, 200)
 
 
 async def _keys_page(
     request: Request, caller: Caller, form: dict[str, str], error: str | None, status: int
 ) -> Response:
-    runtime = runtime_of(request)
-    query = request.query_params.get("q", "")[:200]
-    status_filter = request.query_params.get("status", "")
+    query, status_filter = _filters(request)
     mine = await visible_keys(
-        runtime,
+        runtime_of(request),
         Caller(caller.user_id, False),
         query=query,
         status=status_filter if status_filter in KEY_STATUSES else None,
@@ -86,11 +122,7 @@ async def _keys_page(
     notice = {"revoked": t["key_revoked_notice"]}.get(request.query_params.get("done", ""))
     context = {
         **_base_context(request, caller),
-        "keys": list(reversed(mine)),
-        "spent": {info.id: runtime.spend.spent(info.id) for info in mine},
-        "query": query,
-        "status_filter": status_filter,
-        "statuses": KEY_STATUSES,
+        **_listing(request, mine, query, status_filter),
         "kinds": KEY_KINDS,
         "form": form,
         "error": error,
@@ -101,12 +133,10 @@ async def _keys_page(
 
 @router.post(KEYS_PATH)
 async def create(request: Request) -> Response:
-    caller = await _caller(request)
-    if caller is None:
-        return RedirectResponse("/ui/login", status_code=303)
-    form = await _form(request)
-    if isinstance(form, Response):
-        return form
+    submitted = await _submission(request)
+    if isinstance(submitted, Response):
+        return submitted
+    caller, form = submitted
     runtime = runtime_of(request)
     kind = form.get("kind", INFERENCE)
     try:
@@ -125,13 +155,12 @@ async def create(request: Request) -> Response:
 
 @router.get(KEYS_PATH + "/{key_id}")
 async def key_page(request: Request, key_id: str) -> Response:
-    caller = await _caller(request)
-    if caller is None:
-        return login_redirect(request)
-    try:
-        info = await find_key(runtime_of(request), caller, key_id)
-    except GatewayError as error:
-        return error_page(request, error.message, status=error.status)
+    caller = await _viewer(request)
+    if isinstance(caller, Response):
+        return caller
+    info = await _visible_key(request, caller, key_id)
+    if isinstance(info, Response):
+        return info
     saved = translator(language_of(request))["saved_notice"]
     notice = saved if request.query_params.get("done") == "saved" else None
     return _key_page(request, caller, info, None, None, notice, 200)
@@ -162,17 +191,14 @@ def _key_page(
 
 @router.post(KEYS_PATH + "/{key_id}")
 async def update(request: Request, key_id: str) -> Response:
-    caller = await _caller(request)
-    if caller is None:
-        return RedirectResponse("/ui/login", status_code=303)
-    form = await _form(request)
-    if isinstance(form, Response):
-        return form
+    submitted = await _submission(request)
+    if isinstance(submitted, Response):
+        return submitted
+    caller, form = submitted
+    info = await _visible_key(request, caller, key_id)
+    if isinstance(info, Response):
+        return info
     runtime = runtime_of(request)
-    try:
-        info = await find_key(runtime, caller, key_id)
-    except GatewayError as error:
-        return error_page(request, error.message, status=error.status)
     try:
         values = read_key_form(form, runtime.settings.budget_utc_offset_hours)
         disabled = form.get("disabled") == "on"
@@ -184,25 +210,22 @@ async def update(request: Request, key_id: str) -> Response:
 
 @router.get(KEYS_PATH + "/{key_id}/revoke")
 async def confirm_revoke(request: Request, key_id: str) -> Response:
-    caller = await _caller(request)
-    if caller is None:
-        return login_redirect(request)
-    try:
-        info = await find_key(runtime_of(request), caller, key_id)
-    except GatewayError as error:
-        return error_page(request, error.message, status=error.status)
+    caller = await _viewer(request)
+    if isinstance(caller, Response):
+        return caller
+    info = await _visible_key(request, caller, key_id)
+    if isinstance(info, Response):
+        return info
     context = {**_base_context(request, caller), "key": info}
     return render(request, "key_revoke.html", context)
 
 
 @router.post(KEYS_PATH + "/{key_id}/revoke")
 async def revoke(request: Request, key_id: str) -> Response:
-    caller = await _caller(request)
-    if caller is None:
-        return RedirectResponse("/ui/login", status_code=303)
-    form = await _form(request)
-    if isinstance(form, Response):
-        return form
+    submitted = await _submission(request)
+    if isinstance(submitted, Response):
+        return submitted
+    caller, _ = submitted
     try:
         await revoke_key(runtime_of(request), caller, key_id)
     except GatewayError as error:
@@ -212,34 +235,24 @@ async def revoke(request: Request, key_id: str) -> Response:
 
 @router.get("/ui/admin")
 async def admin_page(request: Request) -> Response:
-    caller = await _caller(request)
-    if caller is None:
-        return login_redirect(request)
-    t = translator(language_of(request))
+    caller = await _viewer(request)
+    if isinstance(caller, Response):
+        return caller
     if not caller.is_admin:
-        return error_page(request, t["admins_only"], status=403)
+        return error_page(request, translator(language_of(request))["admins_only"], status=403)
     runtime = runtime_of(request)
     users = await runtime.auth.users.list()
-    keys = await visible_keys(
-        runtime,
-        caller,
-        query=request.query_params.get("q", "")[:200],
-        status=request.query_params.get("status"),
-    )
-    emails = {info.id: info.email for info, _ in users}
+    query, status_filter = _filters(request)
+    keys = await visible_keys(runtime, caller, query=query, status=status_filter)
     active: dict[str, int] = {}
     for info in keys:
         if info.active and info.owner:
             active[info.owner] = active.get(info.owner, 0) + 1
     context = {
         **_base_context(request, caller),
+        **_listing(request, keys, query, status_filter),
         "users": users,
-        "keys": list(reversed(keys)),
-        "emails": emails,
+        "emails": {info.id: info.email for info, _ in users},
         "active": active,
-        "spent": {info.id: runtime.spend.spent(info.id) for info in keys},
-        "query": request.query_params.get("q", "")[:200],
-        "status_filter": request.query_params.get("status", ""),
-        "statuses": KEY_STATUSES,
     }
     return render(request, "admin.html", context)

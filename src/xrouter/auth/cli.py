@@ -99,8 +99,15 @@ async def _with_database(settings: Settings, command: Command) -> int:
 def _read_password(from_stdin: bool) -> str:
     if from_stdin:
         return sys.stdin.readline().rstrip("\r\n")
-    password = getpass.getpass("Password: ")
-    if getpass.getpass("Repeat the password: ") != password:
+    try:
+        password = getpass.getpass("Password: ")
+        repeated = getpass.getpass("Repeat the password: ")
+    except EOFError:
+        # No terminal and nothing on standard input (a script, a container without -t).
+        raise ValueError(
+            "no password given; without a terminal, pipe it in with --password-stdin"
+        ) from None
+    if repeated != password:
         raise ValueError("the passwords differ")
     return password
 

@@ -6,7 +6,6 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import timedelta
 
-import redis.asyncio as redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from xrouter.auth.clients import ClientService
@@ -21,6 +20,7 @@ from xrouter.auth.tokens import AccessTokens
 from xrouter.auth.users import UserService
 from xrouter.keys.hashing import KeyHasher
 from xrouter.keys.service import KeyService
+from xrouter.redis_url import RedisClient
 from xrouter.settings import Settings
 
 
@@ -43,7 +43,7 @@ async def start_auth(
     settings: Settings,
     sessions: async_sessionmaker[AsyncSession],
     pepper: bytes,
-    redis_client: redis.Redis | None,
+    redis_client: RedisClient | None,
     key_service: KeyService,
     stack: AsyncExitStack,
 ) -> AuthComponents:

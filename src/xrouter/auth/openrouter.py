@@ -20,6 +20,7 @@ from xrouter.keys.service import CreatedKey, KeyService
 from xrouter.storage.models import utc_now
 
 MAX_CALLBACK_LENGTH = 2000
+APP_LABEL_PREFIX = "App at "
 
 
 class CallbackError(ValueError):
@@ -55,9 +56,9 @@ def check_callback_url(url: str | None) -> str:
 
 
 def app_label(callback_url: str) -> str:
-    """The name the new key gets: the app's origin."""
+    """The name the new key gets: ``App at`` and the app's origin."""
     parts = urlsplit(callback_url)
-    return f"App at {parts.scheme}://{parts.netloc}"[:200]
+    return f"{APP_LABEL_PREFIX}{parts.scheme}://{parts.netloc}"[:200]
 
 
 class OpenRouterKeyFlow:
@@ -106,7 +107,11 @@ class OpenRouterKeyFlow:
                 verifier, consumed.code_challenge, consumed.code_challenge_method
             ):
                 raise invalid_grant("code_verifier does not match the code_challenge.")
-            created = await self._keys.create(consumed.app_name or "App", owner=consumed.user_id)
+            label = consumed.app_name or "App"
+            # The key is marked with the app's origin, so the apps page lists it with the app.
+            created = await self._keys.create(
+                label, owner=consumed.user_id, created_by_app=label.removeprefix(APP_LABEL_PREFIX)
+            )
             async with self._sessions() as session, session.begin():
                 earlier = await CodeRepository(session).claim_api_key(code_hash, created.info.id)
             if earlier is not None:

@@ -13,8 +13,9 @@ import math
 import time
 from collections.abc import Callable
 
-import redis.asyncio as redis
 from redis.exceptions import RedisError
+
+from xrouter.redis_url import RedisClient
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class LoginRateLimiter:
         per_account: int,
         per_ip: int,
         window_seconds: float,
-        redis_client: redis.Redis | None = None,
+        redis_client: RedisClient | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._limits = {"account": per_account, "ip": per_ip}

@@ -22,18 +22,20 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-import redis.asyncio as redis
 from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from xrouter.pubsub import follow_channel
+from xrouter.redis_url import RedisClient
 from xrouter.storage.models import AccessTokenRecord, utc_now
 
 logger = logging.getLogger(__name__)
 
-REDIS_DENYLIST = "xrouter:oauth:revoked"
-REDIS_VERSION = "xrouter:oauth:revoked:version"
+# One hash tag for both keys: they change in one transaction, which on a Redis Cluster needs
+# them on one slot.
+REDIS_DENYLIST = "xrouter:oauth:{revoked}"
+REDIS_VERSION = "xrouter:oauth:{revoked}:version"
 REDIS_CHANNEL = "xrouter:oauth:revocations"
 DATABASE_POLL_WITH_REDIS_SECONDS = 10.0
 # Re-read a little before the newest revocation seen, for clocks that differ between instances.
@@ -70,7 +72,7 @@ class RevocationFeed:
         self,
         session_factory: async_sessionmaker[AsyncSession],
         denylist: Denylist,
-        redis_client: redis.Redis | None,
+        redis_client: RedisClient | None,
         poll_seconds: float,
     ) -> None:
         self._sessions = session_factory
@@ -124,13 +126,16 @@ class RevocationFeed:
             return
         now = time.time()
         try:
-            async with asyncio.timeout(2), self._redis.pipeline(transaction=True) as pipe:
-                pipe.zadd(REDIS_DENYLIST, {jti: expires_at for jti, expires_at in revoked})
-                pipe.zremrangebyscore(REDIS_DENYLIST, "-inf", now)
-                pipe.incr(REDIS_VERSION)
+            async with asyncio.timeout(2):
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    pipe.zadd(REDIS_DENYLIST, {jti: expires_at for jti, expires_at in revoked})
+                    pipe.zremrangebyscore(REDIS_DENYLIST, "-inf", now)
+                    pipe.incr(REDIS_VERSION)
+                    await pipe.execute()
+                # After the transaction, not in it: a cluster transaction holds only commands
+                # on its keys' slot, and a channel has none.
                 for jti, expires_at in revoked:
-                    pipe.publish(REDIS_CHANNEL, f"{jti} {expires_at}")
-                await pipe.execute()
+                    await self._redis.publish(REDIS_CHANNEL, f"{jti} {expires_at}")
         except (RedisError, OSError, TimeoutError):
             # The database holds the revocation; other instances see it on their next poll.
             logger.warning("could not publish a revocation to Redis", exc_info=True)

@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -39,9 +41,15 @@ class GigaChatFaults:
     token_ttl_seconds: float | None = None
     # API requests still affected by ``status`` and ``mode``; None: every one.
     remaining: int | None = None
-    # True while a "hold" stream waits for ``release()``.
-    holding: bool = False
-    _released: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    # The streams being held, each with the loop that serves it and the event that lets it go.
+    _held: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = field(
+        default_factory=list, repr=False
+    )
+
+    @property
+    def holding(self) -> bool:
+        """True while a "hold" stream waits for ``release()``."""
+        return bool(self._held)
 
     def take(self) -> tuple[int | None, FaultMode | None]:
         """The status and mode for the API request being handled, counting it."""
@@ -54,26 +62,33 @@ class GigaChatFaults:
         return self.status, self.mode
 
     def release(self) -> None:
-        """Let held streams go on (call it on the emulator's event loop)."""
-        self._released.set()
+        """Let the streams held right now go on; safe to call from any thread.
 
-    async def hold(self) -> None:
-        """Wait, while a stream is held, for ``release()`` or ``stall_seconds``."""
-        self.holding = True
+        Each hold waits on an event of its own, so a release that arrives after its stream
+        has gone (cancelled by a client that left) cannot let a later stream through.
+        """
+        for loop, released in tuple(self._held):
+            loop.call_soon_threadsafe(released.set)
+
+    async def hold(self, first: Awaitable[None]) -> None:
+        """Hold a stream: await ``first`` (sending its first event), then wait for
+        ``release()`` or ``stall_seconds``. ``holding`` is true from before ``first`` starts,
+        so a client that has received the first event always sees it."""
+        waiter = (asyncio.get_running_loop(), asyncio.Event())
+        self._held.append(waiter)
         try:
-            await asyncio.wait_for(self._released.wait(), self.stall_seconds)
-        except TimeoutError:
-            pass
+            await first
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter[1].wait(), self.stall_seconds)
         finally:
-            self.holding = False
-            self._released.clear()
+            self._held.remove(waiter)
 
     def clear(self) -> None:
-        """Back to a healthy emulator."""
+        """Back to a healthy emulator; held streams go on."""
         self.status = self.oauth_status = self.mode = None
         self.retry_after = self.finish_reason = None
         self.token_ttl_seconds = self.remaining = None
-        self._released.clear()
+        self.release()
 
 
 FAULTS_KEY = web.AppKey("gigachat_faults", GigaChatFaults)
@@ -109,8 +124,7 @@ async def held_stream(
     """Send the first frame, hold until released, then send the rest."""
     response = web.StreamResponse(headers=headers)
     await response.prepare(request)
-    await response.write(frames[0])
-    await faults.hold()
+    await faults.hold(response.write(frames[0]))
     for frame in frames[1:]:
         await response.write(frame)
     await response.write_eof()

@@ -9,13 +9,16 @@ import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from types import ModuleType
+from typing import TYPE_CHECKING, Literal
 
-import grpc
 from aiohttp import web
 
-from xrouter.emulators import gigachat, yandex
+from xrouter.emulators import gigachat
 from xrouter.emulators.options import EmulatorOptions
+
+if TYPE_CHECKING:
+    import grpc
 
 EmulatorKind = Literal["gigachat", "yandex"]
 
@@ -28,10 +31,7 @@ GIGACHAT_API_PATH = gigachat.API_PREFIX
 GIGACHAT_OAUTH_PATH = gigachat.OAUTH_PATH
 YANDEX_API_PATH = ""
 
-_APP_FACTORIES: dict[str, Callable[[EmulatorOptions], web.Application]] = {
-    "gigachat": gigachat.create_app,
-    "yandex": yandex.create_app,
-}
+_KINDS = ("gigachat", "yandex")
 _logger = logging.getLogger(__name__)
 
 
@@ -85,11 +85,21 @@ class RunningEmulator:
 
 def create_app(kind: EmulatorKind, options: EmulatorOptions) -> web.Application:
     """The aiohttp application of the ``kind`` emulator."""
-    try:
-        factory = _APP_FACTORIES[kind]
-    except KeyError:
-        raise ValueError(f"unknown emulator kind {kind!r}") from None
-    return factory(options)
+    if kind not in _KINDS:
+        raise ValueError(f"unknown emulator kind {kind!r}")
+    if kind == "yandex":
+        app: web.Application = _yandex().create_app(options)
+        return app
+    return gigachat.create_app(options)
+
+
+def _yandex() -> ModuleType:
+    """The YandexGPT emulator, imported on first use: its protobuf messages and gRPC face
+    add tens of MiB to every process that imports this module (the gateway does, for the
+    credentials above) but runs no Yandex emulator."""
+    from xrouter.emulators import yandex
+
+    return yandex
 
 
 async def start_emulator(
@@ -109,7 +119,7 @@ async def start_emulator(
     if kind != "yandex" and (grpc_port is not None or service_account_keys):
         raise ValueError("only the yandex emulator has a gRPC face and service accounts")
     if kind == "yandex":
-        app = yandex.create_app(options or EmulatorOptions(), service_account_keys)
+        app = _yandex().create_app(options or EmulatorOptions(), service_account_keys)
     else:
         app = create_app(kind, options or EmulatorOptions())
     app[CONNECTIONS_KEY] = ConnectionStats()
@@ -126,6 +136,7 @@ async def start_emulator(
     )
     if grpc_port is not None:
         try:
+            yandex = _yandex()
             running.grpc_server, running.grpc_port = await yandex.start_grpc(app, host, grpc_port)
         except BaseException:
             await runner.cleanup()
@@ -162,7 +173,7 @@ async def _serve(
             emulator.url,
             emulator.url,
             emulator.url,
-            yandex.IAM_TOKENS_PATH,
+            _yandex().IAM_TOKENS_PATH,
         )
         if emulator.grpc_port is not None:
             _logger.info("YandexGPT emulator: gRPC on %s:%d", host, emulator.grpc_port)

@@ -11,6 +11,7 @@ from xrouter.gateway.anthropic.handlers import AnthropicHandlers
 from xrouter.gateway.handlers import GatewayHandlers, Handler, guarded
 from xrouter.gateway.http import error_response
 from xrouter.gateway.responses.handlers import ResponsesHandlers
+from xrouter.observability.access_log import MODEL_PATH_PREFIX
 from xrouter.runtime import Runtime
 
 
@@ -29,12 +30,16 @@ class GatewayApp:
             "/v1/embeddings": {"POST": guarded(handlers.embeddings)},
             "/v1/models": {"GET": guarded(handlers.models)},
         }
+        # GET /v1/models/{id}: matched by prefix, the id being the rest of the path.
+        self.model_routes: dict[str, Handler] = {"GET": guarded(handlers.model)}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         observer = self.runtime.observer
         observer.begin(scope)
         path = scope["path"]
         methods = self.routes.get(path) or self.routes.get(path.rstrip("/"))
+        if methods is None and path.startswith(MODEL_PATH_PREFIX):
+            methods = self.model_routes
         if methods is None:
             response = error_response(
                 NotFoundError(f"Unknown endpoint {path}.", code="unknown_url")

@@ -13,26 +13,36 @@ from typing import Any
 
 import msgspec
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from xrouter.auth.gateway_auth import authenticate
-from xrouter.errors import GatewayError, InvalidRequestError
-from xrouter.gateway.http import decode_json, error_response, json_response, read_body
+from xrouter.errors import GatewayError, InvalidRequestError, ModelNotFoundError
+from xrouter.gateway.http import (
+    EventStreamResponse,
+    decode_json,
+    error_response,
+    json_response,
+    read_body,
+)
 from xrouter.gateway.streaming import ChunkStream, StreamOutcome
 from xrouter.gateway.wire import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
+    Choice,
     Embedding,
     EmbeddingsRequest,
     EmbeddingsResponse,
     EmbeddingsUsage,
+    Message,
     ModelList,
     Usage,
 )
 from xrouter.keys.cache import ActiveKey
 from xrouter.keys.policy import id_allowed
 from xrouter.limits.limiter import Admission
+from xrouter.observability.access_log import MODEL_PATH_PREFIX
+from xrouter.observability.content_log import StreamTranscript, log_exchange
 from xrouter.providers.base import ModelTarget, StreamDelta
 from xrouter.routing.planner import Plan
 from xrouter.runtime import Runtime
@@ -72,6 +82,8 @@ class GatewayHandlers:
         limiter = runtime.limiter
         admission = await limiter.admit(key, target, limiter.policy.chat_tokens(chat, len(raw)))
         usage = _UsageContext(runtime, request, key, target, chat.stream, started, admission)
+        if key.log_content:  # the owner opted in to having prompts and completions logged
+            usage.messages = chat.messages
         if chat.stream:
             return await self._stream(request, plan, chat, usage)
         try:
@@ -90,7 +102,7 @@ class GatewayHandlers:
             usage=reply.usage,
             system_fingerprint=reply.model_version,
         )
-        usage.record(200, reply.usage)
+        usage.record(200, reply.usage, answer=reply.choices)
         return ChatResult(
             completion, usage.request_id, {**usage.response_headers(), **served.headers()}
         )
@@ -115,7 +127,11 @@ class GatewayHandlers:
             if outcome.error is not None:
                 executor.stream_failed(served.planned, outcome.error)
             usage.record(
-                status, outcome.usage, error=outcome.error, first_token_at=outcome.first_token_at
+                status,
+                outcome.usage,
+                error=outcome.error,
+                first_token_at=outcome.first_token_at,
+                answer=outcome.transcript,
             )
 
         stream = ChunkStream(
@@ -124,6 +140,7 @@ class GatewayHandlers:
             chat.include_usage_in_stream,
             opened.decoder,
             finish,
+            StreamTranscript() if usage.messages is not None else None,
         )
         headers = {**usage.response_headers(), **served.headers()}
         return ChatStream(stream, opened.first, opened.lines, usage.request_id, headers)
@@ -134,6 +151,19 @@ class GatewayHandlers:
         if key.allowed_models is not None:  # a key sees only the models it may use
             cards = [card for card in cards if id_allowed(key.allowed_models, card.id)]
         return json_response(ModelList(cards))
+
+    async def model(self, request: Request) -> Response:
+        """``GET /v1/models/{id}``: one item of ``/v1/models``. Ids hold ``/`` and ``:``, so the
+        id is the whole rest of the (decoded) path."""
+        key = authenticate(request, self.runtime.keys, self.runtime.access_tokens)
+        model_id = request.scope["path"].removeprefix(MODEL_PATH_PREFIX)
+        card = self.runtime.catalog.card(model_id)
+        # A model the key may not use is as absent as in the list.
+        if card is None or (
+            key.allowed_models is not None and not id_allowed(key.allowed_models, model_id)
+        ):
+            raise ModelNotFoundError(model_id)
+        return json_response(card)
 
     async def embeddings(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -206,10 +236,10 @@ class ChatStream:
     def chunks(self) -> AsyncGenerator[ChatCompletionChunk | GatewayError, None]:
         return self.stream.chunks(self.first_line, self.lines)
 
-    def response(self, events: AsyncIterator[bytes]) -> StreamingResponse:
+    def response(self, events: AsyncIterator[bytes]) -> EventStreamResponse:
         """The server-sent-events response that sends ``events``."""
         headers = {"cache-control": "no-cache", "x-accel-buffering": "no", **self.headers}
-        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+        return EventStreamResponse(events, headers=headers)
 
 
 # Reads a request body into the chat request the pipeline runs (the key scopes stored state).
@@ -232,6 +262,7 @@ class _UsageContext:
         "attempts",
         "generation_id",
         "key",
+        "messages",
         "request_id",
         "runtime",
         "started",
@@ -267,6 +298,8 @@ class _UsageContext:
         self.upstream_at = time.perf_counter()
         # Upstream attempts of a served request (None: failed, see the routing metrics).
         self.attempts: int | None = None
+        # The prompt, kept only for a key that has its content logged.
+        self.messages: list[Message] | None = None
 
     def response_headers(self) -> dict[str, str]:
         return {**self.admission.headers, "x-generation-id": self.generation_id}
@@ -278,6 +311,7 @@ class _UsageContext:
         *,
         error: GatewayError | None = None,
         first_token_at: float | None = None,
+        answer: list[Choice] | StreamTranscript | None = None,
     ) -> None:
         # Settle the rate-limit reservation: real usage replaces the estimate; a request that
         # failed before the provider produced anything is refunded, so its retry is not
@@ -320,6 +354,8 @@ class _UsageContext:
             first_token_at=first_token_at,
             attempts=self.attempts,
         )
+        if self.messages is not None:
+            log_exchange(event, self.state.get("api", "unknown"), self.messages, answer)
 
 
 def guarded(handler: Handler) -> Handler:

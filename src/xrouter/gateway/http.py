@@ -8,7 +8,8 @@ from typing import TypeVar
 
 import msgspec
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from xrouter.errors import (
     GatewayError,
@@ -18,6 +19,7 @@ from xrouter.errors import (
     UnsupportedMediaTypeError,
 )
 from xrouter.gateway.wire import WIRE_ENCODER
+from xrouter.routing.disconnect import ClientDisconnectedError, unless_disconnected
 
 T = TypeVar("T")
 JSON_MEDIA_TYPE = "application/json"
@@ -102,3 +104,20 @@ def json_response(
 
 def error_response(error: GatewayError) -> Response:
     return Response(error.encode(), error.status, error.headers, JSON_MEDIA_TYPE)
+
+
+class EventStreamResponse(StreamingResponse):
+    """Server-sent events, sent from the request's own task: one watcher task cancels the
+    stream when the client disconnects (Starlette's ``StreamingResponse`` runs a task group
+    with a second task for every stream). The cancellation runs through the events' iterator,
+    which closes the upstream."""
+
+    media_type = "text/event-stream"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await unless_disconnected(receive, self.stream_response(send))
+        except ClientDisconnectedError:
+            return
+        if self.background is not None:
+            await self.background()

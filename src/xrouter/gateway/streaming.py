@@ -16,6 +16,7 @@ from xrouter.gateway.wire import (
     Delta,
     Usage,
 )
+from xrouter.observability.content_log import StreamTranscript
 from xrouter.providers.base import StreamDecoder, StreamDelta
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ class StreamOutcome:
         self.usage: Usage | None = None
         self.first_token_at: float | None = None
         self.error: GatewayError | None = None
+        # The answer's text and tool calls, assembled only for a key that has content logged.
+        self.transcript: StreamTranscript | None = None
 
 
 class ChunkStream:
@@ -55,6 +58,7 @@ class ChunkStream:
         include_usage: bool,
         decoder: StreamDecoder,
         on_finish: Callable[[StreamOutcome], None],
+        transcript: StreamTranscript | None = None,
     ) -> None:
         self._id = completion_id
         self._model = model
@@ -64,6 +68,7 @@ class ChunkStream:
         self._on_finish = on_finish
         self._fingerprint: str | None = None
         self.outcome = StreamOutcome()
+        self.outcome.transcript = transcript
 
     async def events(
         self, first_line: bytes | list[StreamDelta] | None, lines: AsyncIterator[bytes] | None
@@ -89,13 +94,16 @@ class ChunkStream:
         is reported to ``on_finish`` when the stream ends, however it ends.
         """
         try:
-            yield self._chunk([ChunkChoice(0, Delta(role="assistant", content=""))])
+            # The first line is decoded before the role chunk so that the role chunk carries
+            # the served version (system_fingerprint) as every later chunk does.
+            first: list[ChatCompletionChunk] = []
             if isinstance(first_line, list):
-                for chunk in self._decode(first_line):
-                    yield chunk
+                first = self._decode(first_line)
             elif first_line is not None:
-                for chunk in self._decode(self._decoder.feed(first_line)):
-                    yield chunk
+                first = self._decode(self._decoder.feed(first_line))
+            yield self._chunk([ChunkChoice(0, Delta(role="assistant", content=""))])
+            for chunk in first:
+                yield chunk
             if lines is not None:
                 async for line in lines:
                     for chunk in self._decode(self._decoder.feed(line)):
@@ -116,7 +124,10 @@ class ChunkStream:
 
     def _decode(self, deltas: list[StreamDelta]) -> list[ChatCompletionChunk]:
         events = []
+        transcript = self.outcome.transcript
         for delta in deltas:
+            if transcript is not None:
+                transcript.add(delta)
             if delta.model_version:
                 self._fingerprint = delta.model_version
             if delta.usage is not None:

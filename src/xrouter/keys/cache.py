@@ -54,6 +54,8 @@ class ActiveKey:
     # Model id patterns ("gigachat/*"); None: every model.
     allowed_models: tuple[str, ...] | None = None
     monthly_budget_rub: float | None = None
+    # The key's owner opted in to logging its prompts and completions.
+    log_content: bool = False
 
     @classmethod
     def from_row(cls, row: ApiKey) -> ActiveKey:
@@ -70,6 +72,7 @@ class ActiveKey:
             expires_at=row.expires_at.timestamp() if row.expires_at is not None else None,
             allowed_models=tuple(row.allowed_models) if row.allowed_models is not None else None,
             monthly_budget_rub=row.monthly_budget_rub,
+            log_content=bool(row.log_content),
         )
 
 

@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     commands = parser.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
     create = commands.add_parser("create", help="create a key and print it (shown only once)")
     create.add_argument("--name", required=True, help="what the key is for")
-    create.add_argument("--owner", default=None, help="who the key belongs to (a user id)")
+    create.add_argument("--owner", default=None, help=_OWNER)
     create.add_argument("--json", action="store_true", help='print {"id", "key", "name"}')
     create.add_argument(
         "--management",
@@ -52,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     create.add_argument("--budget-rub", type=float, default=None, metavar="B", help=_BUDGET)
     create.add_argument("--models", type=_patterns, default=None, metavar="P[,P...]", help=_MODELS)
     create.add_argument("--expires", type=_moment, default=None, metavar="ISO", help=_EXPIRES)
+    create.add_argument(
+        "--log-content", action=argparse.BooleanOptionalAction, default=False, help=_LOG_CONTENT
+    )
     listing = commands.add_parser("list", help="list keys (never their secrets)")
     listing.add_argument("--json", action="store_true", help="print a JSON array")
     update = commands.add_parser("update", help="rename a key or change its limits and rules")
@@ -74,14 +77,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     update.add_argument(
         "--expires", type=_moment_or_never, default=UNCHANGED, metavar="ISO|never", help=_EXPIRES
     )
+    update.add_argument(
+        "--log-content", action=argparse.BooleanOptionalAction, default=UNCHANGED, help=_LOG_CONTENT
+    )
     state = update.add_mutually_exclusive_group()
-    state.add_argument("--disable", dest="disabled", action="store_true", default=UNCHANGED)
-    state.add_argument("--enable", dest="disabled", action="store_false")
+    state.add_argument(
+        "--disable",
+        dest="disabled",
+        action="store_true",
+        default=UNCHANGED,
+        help="refuse the key's requests until it is enabled again",
+    )
+    state.add_argument("--enable", dest="disabled", action="store_false", help="accept them again")
     usage = commands.add_parser("usage", help="a key's requests, tokens and cost over time")
     usage.add_argument("id", help="the key id (key_...)")
-    usage.add_argument("--granularity", choices=GRANULARITIES, default="day")
-    usage.add_argument("--from", dest="start", type=_moment, default=None, metavar="ISO")
-    usage.add_argument("--to", dest="end", type=_moment, default=None, metavar="ISO")
+    usage.add_argument(
+        "--granularity", choices=GRANULARITIES, default="day", help="bucket size (default: day)"
+    )
+    usage.add_argument(
+        "--from", dest="start", type=_moment, default=None, metavar="ISO", help=_RANGE_START
+    )
+    usage.add_argument(
+        "--to", dest="end", type=_moment, default=None, metavar="ISO", help="end (default: now)"
+    )
     usage.add_argument("--json", action="store_true", help="print the series as JSON")
     revoke = commands.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("id", help="the key id (key_...)")
@@ -90,6 +108,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 _BUDGET = "spending budget per calendar month, in roubles"
 _MODELS = "models the key may use: comma-separated ids or patterns, e.g. 'gigachat/*'"
 _EXPIRES = "when the key stops working, e.g. 2026-01-31T23:59:59+03:00"
+_OWNER = "who the key belongs to: a user id (usr_...), or any label; limits per owner apply"
+_RANGE_START = "start, with a time zone (default: the last 60 minutes, 48 hours or 31 days)"
+_LOG_CONTENT = "log the key's prompts and completions (logger xrouter.content)"
 
 
 def _patterns(text: str) -> list[str]:
@@ -149,6 +170,8 @@ def _limits_text(info: KeyInfo) -> str:
         parts.append(f"budget={info.monthly_budget_rub:g}RUB/month")
     if info.allowed_models is not None:
         parts.append("models=" + ",".join(info.allowed_models))
+    if info.log_content:
+        parts.append("log-content")
     return " ".join(parts) or "default"
 
 
@@ -212,6 +235,7 @@ async def _update(service: KeyService, args: argparse.Namespace) -> int:
         expires_at=args.expires,
         allowed_models=args.models,
         monthly_budget_rub=args.budget_rub,
+        log_content=args.log_content,
     )
     info = await service.update(args.id, changes)
     print(f"updated {info.id} ({info.name}): {_limits_text(info)}; {info.status}")
@@ -229,6 +253,7 @@ async def _create(service: KeyService, args: argparse.Namespace) -> int:
         monthly_budget_rub=args.budget_rub,
         allowed_models=args.models,
         expires_at=args.expires,
+        log_content=args.log_content,
     )
     if args.json:
         print(json.dumps({"id": created.info.id, "key": created.key, "name": created.info.name}))
@@ -290,4 +315,5 @@ def _as_json(info: KeyInfo) -> dict[str, Any]:
         "last_used_at": info.last_used_at.isoformat() if info.last_used_at else None,
         "allowed_models": list(info.allowed_models) if info.allowed_models is not None else None,
         "monthly_budget_rub": info.monthly_budget_rub,
+        "log_content": info.log_content,
     }

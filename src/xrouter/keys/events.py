@@ -13,11 +13,11 @@ import asyncio
 import contextlib
 import logging
 
-import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from xrouter.keys.cache import KeyCache
 from xrouter.pubsub import follow_channel
+from xrouter.redis_url import RedisClient
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ PUBLISH_TIMEOUT_SECONDS = 2.0
 class KeyEvents:
     """Publishes key changes and (given a cache) follows other instances' changes."""
 
-    def __init__(self, redis_client: redis.Redis | None, cache: KeyCache | None = None) -> None:
+    def __init__(self, redis_client: RedisClient | None, cache: KeyCache | None = None) -> None:
         self._redis = redis_client
         self._cache = cache
         self._task: asyncio.Task[None] | None = None

@@ -33,6 +33,8 @@ class ApiKeyRepository:
         expires_at: datetime | None = None,
         allowed_models: list[str] | None = None,
         monthly_budget_rub: float | None = None,
+        log_content: bool = False,
+        created_by_app: str | None = None,
     ) -> ApiKey:
         """Insert a key row (flushed, not committed) and return it."""
         now = utc_now()
@@ -54,6 +56,8 @@ class ApiKeyRepository:
             last_used_at=None,
             allowed_models=allowed_models,
             monthly_budget_rub=monthly_budget_rub,
+            log_content=log_content,
+            created_by_app=created_by_app,
         )
         self._session.add(key)
         await self._session.flush()

@@ -86,6 +86,10 @@ class KeyInfo:
     last_used_at: datetime | None = None
     allowed_models: tuple[str, ...] | None = None
     monthly_budget_rub: float | None = None
+    # Prompts and completions made with the key are logged (``xrouter.content``).
+    log_content: bool = False
+    # The app the OpenRouter-compatible key flow issued the key to; None for other keys.
+    created_by_app: str | None = None
 
     @property
     def active(self) -> bool:
@@ -122,6 +126,8 @@ class KeyInfo:
             last_used_at=row.last_used_at,
             allowed_models=tuple(row.allowed_models) if row.allowed_models is not None else None,
             monthly_budget_rub=row.monthly_budget_rub,
+            log_content=bool(row.log_content),
+            created_by_app=row.created_by_app,
         )
 
 
@@ -145,6 +151,7 @@ class KeyChanges:
     expires_at: datetime | Unchanged | None = UNCHANGED
     allowed_models: Sequence[str] | Unchanged | None = UNCHANGED
     monthly_budget_rub: float | Unchanged | None = UNCHANGED
+    log_content: bool | Unchanged = UNCHANGED
 
 
 class KeyService:
@@ -178,12 +185,16 @@ class KeyService:
         expires_at: datetime | None = None,
         allowed_models: Sequence[str] | None = None,
         monthly_budget_rub: float | None = None,
+        log_content: bool = False,
+        created_by_app: str | None = None,
     ) -> CreatedKey:
         """Create a key named ``name``; the returned secret is not stored anywhere.
 
         ``rpm``, ``tpm`` and ``tpd`` are its requests-per-minute, tokens-per-minute and
         tokens-per-day limits; None leaves the configured default in force. ``kind`` is
         ``inference`` (calls /v1) or ``management`` (calls the key management API only).
+        ``log_content`` opts the key in to having its prompts and completions logged.
+        ``created_by_app`` names the app a key flow issued it to.
         """
         name = _valid_name(name)
         _check_limits(rpm=rpm, tpm=tpm, tpd=tpd)
@@ -208,6 +219,8 @@ class KeyService:
                 expires_at=expires_at,
                 allowed_models=models,
                 monthly_budget_rub=monthly_budget_rub,
+                log_content=log_content,
+                created_by_app=created_by_app,
             )
             info = KeyInfo.from_row(row)
         await self._changed(row)
@@ -329,6 +342,8 @@ def _apply(row: ApiKey, changes: KeyChanges) -> None:
     if not isinstance(changes.monthly_budget_rub, Unchanged):
         _check_budget(changes.monthly_budget_rub)
         row.monthly_budget_rub = changes.monthly_budget_rub
+    if not isinstance(changes.log_content, Unchanged):
+        row.log_content = changes.log_content
 
 
 def check_model_patterns(patterns: Sequence[str] | None) -> builtins.list[str] | None:

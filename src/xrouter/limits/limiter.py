@@ -32,6 +32,8 @@ from xrouter.providers.base import ModelTarget
 log = logging.getLogger(__name__)
 
 SETTLE_TIMEOUT_SECONDS = 5.0
+# Requests settled by one backend call at most (a few keys each).
+SETTLE_BATCH_REQUESTS = 200
 
 
 class RateLimitExceededError(RateLimitError):
@@ -59,6 +61,9 @@ class RateLimiter:
         self._tracker = tracker
         self._webhook = webhook
         self._pending: set[asyncio.Task[None]] = set()
+        # Settlements waiting for the one task that sends them, in batches.
+        self._settlements: list[tuple[LimiterBackend, Sequence[Limit], list[int]]] = []
+        self._settler: asyncio.Task[None] | None = None
         self._check_counters: dict[tuple[str, bool], Counter] = {}
 
     async def admit(self, key: ActiveKey, target: ModelTarget, tokens: int) -> Admission:
@@ -88,8 +93,30 @@ class RateLimiter:
             backend = backend.backend_for(decision.source)
         if isinstance(backend, MemoryBackend):
             backend.adjust_now(limits, changes)  # no I/O: no task needed
-        else:
-            self._spawn(backend.adjust(limits, changes))
+            return
+        # Requests that end while a batch is on its way travel in the next one: one task and
+        # one round trip per batch instead of per request (the adjust script applies its
+        # keys one after the other, so a key may appear several times).
+        self._settlements.append((backend, limits, changes))
+        if self._settler is None:
+            self._settler = asyncio.create_task(self._settle_batches())
+            self._pending.add(self._settler)
+            self._settler.add_done_callback(self._pending.discard)
+
+    async def _settle_batches(self) -> None:
+        try:
+            while self._settlements:
+                batch = self._settlements[:SETTLE_BATCH_REQUESTS]
+                del self._settlements[:SETTLE_BATCH_REQUESTS]
+                merged: dict[int, tuple[LimiterBackend, list[Limit], list[int]]] = {}
+                for backend, limits, changes in batch:
+                    entry = merged.setdefault(id(backend), (backend, [], []))
+                    entry[1].extend(limits)
+                    entry[2].extend(changes)
+                for backend, limits, changes in merged.values():
+                    await self._guarded(backend.adjust(limits, changes))
+        finally:
+            self._settler = None
 
     def _checks(self, source: str, allowed: bool) -> Counter:
         # Labelled children cached: ``labels()`` takes a lock and builds tuples every time.
@@ -109,11 +136,6 @@ class RateLimiter:
         if self._webhook is not None:
             await self._webhook.close()
         await self.backend.close()
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(self._guarded(work))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
 
     async def _guarded(self, work: Coroutine[Any, Any, None]) -> None:
         try:

@@ -4,12 +4,18 @@ Each check is one round trip: one Lua script reads every limit of the request, d
 charges all of them or none, atomically. It takes the time from the Redis server (``TIME``), so
 the instances' clocks do not matter. Scripts run by ``EVALSHA``; after a Redis restart or
 ``SCRIPT FLUSH`` the ``NOSCRIPT`` reply is answered with one ``EVAL``, which also re-caches the
-script. Every key shares one hash tag, so the scripts work on Redis Cluster too.
+script. Every key shares one hash tag, so the scripts work on Redis Cluster too: all of them
+live on the one slot, which one primary serves.
+
+A cluster client first learns which node serves which slot, and learns it again after a node
+fails: that load runs as a task of its own that a call waits for within its budget but never
+cancels, so a load that outlasts one call's few milliseconds completes for the next call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections.abc import Callable, Sequence
@@ -23,7 +29,7 @@ from redis.backoff import NoBackoff
 from xrouter.limits.backend import BackendUnavailableError
 from xrouter.limits.gcra import MAX_SLACK_SECONDS, BucketState, Decision
 from xrouter.limits.policy import Limit
-from xrouter.redis_url import connect_redis
+from xrouter.redis_url import RedisClient, connect_redis, needs_topology
 
 # The server's clock, unless the caller passes a time (tests of window edges do).
 _NOW = """
@@ -103,7 +109,6 @@ return 1
 """
 )
 
-RedisClient = aioredis.Redis | aioredis.RedisCluster
 # Bounds the socket operations themselves; each call's real budget is the (much shorter)
 # limiter timeout.
 CONNECT_TIMEOUT_SECONDS = 1.0
@@ -125,7 +130,7 @@ class RedisScript:
             return await client.eval(self.source, len(keys), *keys, *args)
 
 
-def limiter_client(url: str) -> aioredis.Redis:
+def limiter_client(url: str) -> RedisClient:
     """The limiter's own Redis client: no retries of its own (every call has a budget of a few
     milliseconds; the failure policy decides what a failure means) and its own pool, so a
     restart of Redis is handled without disturbing other users of Redis."""
@@ -165,6 +170,12 @@ class RedisBackend:
         self._observe = observe_latency
         self._acquire = RedisScript(ACQUIRE_SCRIPT)
         self._adjust = RedisScript(ADJUST_SCRIPT)
+        self._topology: asyncio.Task[Any] | None = None
+        if needs_topology(client):
+            # Built inside the running worker: the first requests find the topology loaded.
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop()
+                self._load_topology()
 
     async def acquire(self, limits: Sequence[Limit], costs: Sequence[int]) -> Decision:
         args: list[Any] = [MAX_SLACK_SECONDS, self._now()]
@@ -192,7 +203,27 @@ class RedisBackend:
             await self._call(self._adjust, keys, args)
 
     async def close(self) -> None:
+        if self._topology is not None:
+            self._topology.cancel()
+            with contextlib.suppress(BaseException):
+                await self._topology
         await self._client.aclose()
+
+    def _load_topology(self) -> asyncio.Task[Any]:
+        """The one task (re)loading a cluster client's topology, started if none runs."""
+        if self._topology is None or self._topology.done():
+            self._topology = asyncio.create_task(
+                asyncio.wait_for(self._client.initialize(), CONNECT_TIMEOUT_SECONDS),
+                name="xrouter-limiter-topology",
+            )
+            # Its failure is the waiting calls' to report; nobody may be waiting.
+            self._topology.add_done_callback(_consume_failure)
+        return self._topology
+
+    async def _run(self, script: RedisScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        if needs_topology(self._client):
+            await asyncio.shield(self._load_topology())
+        return await script.run(self._client, keys, args)
 
     def _now(self) -> str:
         return "" if self._clock is None else repr(self._clock())
@@ -202,12 +233,13 @@ class RedisBackend:
         try:
             async with asyncio.timeout(self._timeout):
                 try:
-                    reply = await script.run(self._client, keys, args)
+                    reply = await self._run(script, keys, args)
                 except redis_errors.ConnectionError:
                     # Connections pooled before a Redis restart each fail once: drop the idle
-                    # ones and try once more on a fresh connection, within the same budget.
+                    # ones and try once more on a fresh connection, within the same budget (a
+                    # cluster client drops them itself and relearns the topology first).
                     await _drop_idle_connections(self._client)
-                    reply = await script.run(self._client, keys, args)
+                    reply = await self._run(script, keys, args)
         except TimeoutError as error:
             raise BackendUnavailableError(
                 "timeout", f"no reply in {self._timeout * 1000:g} ms"
@@ -222,3 +254,8 @@ class RedisBackend:
             if self._observe is not None:
                 self._observe(time.perf_counter() - started)
         return reply
+
+
+def _consume_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()

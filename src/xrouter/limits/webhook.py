@@ -18,7 +18,7 @@ import aiohttp
 
 from xrouter.limits.metrics import Crossing, LimitMetrics
 from xrouter.limits.policy import REDIS_HASH_TAG
-from xrouter.limits.redis_backend import RedisClient
+from xrouter.redis_url import RedisClient
 
 log = logging.getLogger(__name__)
 

@@ -31,6 +31,8 @@ APIS = {
     "/v1/embeddings": "embeddings",
     "/v1/models": "models",
 }
+# ``GET /v1/models/{id}``: the id holds ``/`` and ``:``, so it is the whole rest of the path.
+MODEL_PATH_PREFIX = "/v1/models/"
 # Set in the request's scope state once the request has been reported.
 _OBSERVED = "observed"
 
@@ -69,7 +71,10 @@ class _Series:
 
 def api_of(path: str) -> str:
     """The API name of a ``/v1`` path; "unknown" for paths the gateway does not serve."""
-    return APIS.get(path) or APIS.get(path.rstrip("/"), "unknown")
+    api = APIS.get(path) or APIS.get(path.rstrip("/"))
+    if api is None and path.startswith(MODEL_PATH_PREFIX):
+        return "models"
+    return api or "unknown"
 
 
 class RequestObserver:
@@ -164,16 +169,20 @@ class RequestObserver:
         state["started"] = time.perf_counter()
 
     def refused(self, state: dict[str, Any], status: int) -> None:
-        """A request answered without reaching a provider (or a route-less endpoint)."""
+        """A request answered without a usage record: refused before reaching a provider, a
+        route-less endpoint, or a token count (which names its target in ``state``)."""
         state[_OBSERVED] = True
         api = state.get("api", "unknown")
-        self.metrics.requests.labels(api, "", "", str(status)).inc()
+        model, provider = state.get("model", ""), state.get("provider", "")
+        self.metrics.requests.labels(api, model, provider, str(status)).inc()
         started = state.get("started")
         log.info(
             "request",
             extra={
                 "request_id": state.get("request_id"),
                 "api": api,
+                "model": model or None,
+                "provider": provider or None,
                 "status": status,
                 "error_code": state.get("error_code"),
                 "total_ms": round((time.perf_counter() - started) * 1000, 3) if started else None,

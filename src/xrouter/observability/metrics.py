@@ -141,13 +141,23 @@ def db_pool_reader(pool: Any) -> Callable[[], dict[str, float]]:
     return read
 
 
-def redis_pool_reader(pool: Any) -> Callable[[], dict[str, float]]:
-    """redis-py's connection pool keeps its counts in attributes without a public reader."""
+def redis_pool_reader(client: Any) -> Callable[[], dict[str, float]]:
+    """A Redis client's connection counts, summed over the nodes of a cluster. redis-py keeps
+    them in attributes without a public reader: a single server's pool holds its connections
+    in use and idle; a cluster node holds all its connections and, among them, the idle ones."""
 
     def read() -> dict[str, float]:
+        if hasattr(client, "connection_pool"):
+            pool = client.connection_pool
+            return {
+                "xrouter_redis_pool_in_use": len(pool._in_use_connections),
+                "xrouter_redis_pool_idle": len(pool._available_connections),
+            }
+        nodes = client.get_nodes()
+        idle = sum(len(node._free) for node in nodes)
         return {
-            "xrouter_redis_pool_in_use": len(pool._in_use_connections),
-            "xrouter_redis_pool_idle": len(pool._available_connections),
+            "xrouter_redis_pool_in_use": sum(len(node._connections) for node in nodes) - idle,
+            "xrouter_redis_pool_idle": idle,
         }
 
     return read

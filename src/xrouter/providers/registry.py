@@ -80,6 +80,15 @@ def build_yandex(
     return YandexProvider(config, session, emulated=True)
 
 
+def enabled_provider_names(settings: Settings) -> list[str]:
+    """The prefixes ``build_providers`` will serve: providers with credentials, and the others
+    when their emulators stand in (known before anything starts, for the start-up checks)."""
+    configured = {"gigachat": settings.gigachat_configured, "yandex": settings.yandex_configured}
+    return [
+        name for name, ready in configured.items() if ready or settings.emulate_missing_providers
+    ]
+
+
 def build_providers(
     settings: Settings, session: aiohttp.ClientSession, emulators: EmulatorAddresses
 ) -> dict[str, Provider]:

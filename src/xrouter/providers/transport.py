@@ -15,6 +15,7 @@ from email.utils import parsedate_to_datetime
 from time import time
 
 import aiohttp
+from aiohttp.http_exceptions import LineTooLong
 
 from xrouter.errors import GatewayError, UpstreamError
 from xrouter.providers.base import Provider, UpstreamRequest
@@ -203,6 +204,14 @@ def transport_error(provider: str, error: BaseException) -> UpstreamError:
             status=502,
             retryable=True,
             code="upstream_unreachable",
+        )
+    if isinstance(error, LineTooLong):
+        # A streamed line beyond the reader's buffer: no event of a real stream is that long.
+        return UpstreamError(
+            f"{provider} sent a stream line longer than the gateway accepts.",
+            provider=provider,
+            status=502,
+            code="upstream_response_too_large",
         )
     if isinstance(error, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
         return UpstreamError(

@@ -16,9 +16,10 @@ import os
 import time
 from typing import Any
 
-import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from xrouter.pubsub import follow_channel
+from xrouter.redis_url import RedisClient
 from xrouter.routing.breaker import BreakerBoard, BreakerState
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ _STATES = {"open": BreakerState.OPEN, "closed": BreakerState.CLOSED}
 
 
 class BreakerSync:
-    def __init__(self, board: BreakerBoard, client: redis.Redis, poll_seconds: float) -> None:
+    def __init__(self, board: BreakerBoard, client: RedisClient, poll_seconds: float) -> None:
         self._board = board
         self._redis = client
         self._poll_seconds = poll_seconds
@@ -75,33 +76,23 @@ class BreakerSync:
         while True:
             key, message = await self._queue.get()
             try:
-                async with (
-                    asyncio.timeout(REDIS_TIMEOUT_SECONDS),
-                    self._redis.pipeline(transaction=False) as pipe,
-                ):
-                    pipe.hset(REDIS_STATES, key, message)
-                    pipe.publish(REDIS_CHANNEL, f"{key}\n{message}")
-                    await pipe.execute()
+                # Two commands rather than one pipeline: a cluster client refuses PUBLISH in a
+                # pipeline (and the hash and the channel live on different nodes anyway).
+                async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
+                    await self._redis.hset(REDIS_STATES, key, message)
+                    await self._redis.publish(REDIS_CHANNEL, f"{key}\n{message}")
             except (RedisError, OSError, TimeoutError) as error:
                 log.warning("could not share a breaker transition (%s)", type(error).__name__)
 
     async def _subscribe_forever(self) -> None:
-        while not self._closing:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(REDIS_CHANNEL)
-                await self.poll()
-                while not self._closing:
-                    message = await pubsub.get_message(timeout=0.5)
-                    if message is not None and message.get("type") == "message":
-                        key, _, body = _text(message["data"]).partition("\n")
-                        self.apply(key, body)
-            except (RedisError, OSError, TimeoutError) as error:
-                log.warning("breaker channel lost (%s); reconnecting", type(error).__name__)
-                await asyncio.sleep(1)
-            finally:
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+        def on_message(data: bytes | str) -> None:
+            key, _, body = _text(data).partition("\n")
+            self.apply(key, body)
+
+        # Each (re)subscription reads the hash: transitions published meanwhile were missed.
+        await follow_channel(
+            self._redis, REDIS_CHANNEL, on_message, self.poll, lambda: self._closing
+        )
 
     async def _poll_forever(self) -> None:
         while True:

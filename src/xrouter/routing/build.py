@@ -8,11 +8,11 @@ from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
-import redis.asyncio as redis
 from prometheus_client import CollectorRegistry
 
 from xrouter.providers.base import Provider
 from xrouter.providers.transport import Timeouts, UpstreamTransport
+from xrouter.redis_url import RedisClient
 from xrouter.routing.breaker import BreakerBoard, BreakerPolicy
 from xrouter.routing.breaker_sync import BreakerSync
 from xrouter.routing.catalog import ModelCatalog
@@ -44,7 +44,7 @@ async def start_routing(
     transport: UpstreamTransport,
     timeouts: Timeouts,
     registry: CollectorRegistry,
-    redis_client: redis.Redis | None,
+    redis_client: RedisClient | None,
     stack: AsyncExitStack,
 ) -> Routing:
     """Load the routes (a wrong routes file stops the start) and start the breaker sync."""

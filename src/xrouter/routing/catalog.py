@@ -51,12 +51,21 @@ class ModelCatalog:
     def models(self) -> list[ModelCard]:
         return [card for name in sorted(self._cards) for card in self._cards[name]]
 
+    def card(self, model_id: str) -> ModelCard | None:
+        """The listed model ``model_id``, if a provider lists it."""
+        return next((card for card in self.models() if card.id == model_id), None)
+
     def knows(self, target: ModelTarget, kind: str) -> bool | None:
         """Whether the provider serves this model for ``kind``; None while its list is unknown."""
         ids = self._ids.get(target.provider)
         if ids is None:
             return None
         return ids.get(target.public_id) == kind
+
+    def kind_of(self, target: ModelTarget) -> str | None:
+        """What the provider serves this model as (``chat``, ``embeddings``), if it is listed."""
+        ids = self._ids.get(target.provider)
+        return None if ids is None else ids.get(target.public_id)
 
     async def _fetch(self, provider: Provider) -> list[ModelCard]:
         return await asyncio.wait_for(provider.list_models(), self._fetch_timeout)

@@ -33,7 +33,7 @@ from xrouter.providers.transport import Timeouts, UpstreamTransport
 from xrouter.routing.breaker import BreakerBoard
 from xrouter.routing.disconnect import ClientDisconnectedError, unless_disconnected
 from xrouter.routing.metrics import RoutingMetrics
-from xrouter.routing.planner import INCAPABLE, Plan, PlannedTarget, Skip
+from xrouter.routing.planner import INCAPABLE, Plan, PlannedTarget, Skip, clause
 from xrouter.routing.retry import (
     BREAKER_FAILURES,
     RETRY_SAME_TARGET,
@@ -326,9 +326,9 @@ def refused(requested: str, refusals: list[tuple[str, InvalidRequestError]]) -> 
     when there was one target, else one naming each target's reason."""
     if len(refusals) == 1:
         return refusals[0][1]
-    details = "; ".join(f"{target}: {error.message}" for target, error in refusals)
+    details = "; ".join(f"{target}: {clause(error.message)}" for target, error in refusals)
     return InvalidRequestError(
-        f"No target of '{requested}' can serve this request: {details}",
+        f"No target of '{requested}' can serve this request: {details}.",
         param=refusals[0][1].param if refusals else None,
         code="no_capable_target",
     )

@@ -224,7 +224,9 @@ class RoutePlanner:
     ) -> None:
         target = candidate.target
         if self._catalog.knows(target, kind) is False:
-            plan.skipped.append(Skip(candidate.key, NOT_FOUND, "does not exist", "model"))
+            actual = self._catalog.kind_of(target)
+            message = "does not exist" if actual is None else f"serves {actual} only, not {kind}"
+            plan.skipped.append(Skip(candidate.key, NOT_FOUND, message, "model"))
             return
         allowed = self._key_providers(key)
         if allowed is not None and target.provider not in allowed:
@@ -306,8 +308,11 @@ def _keep_allowed_models(plan: Plan, key: ActiveKey) -> None:
 def nothing_left(plan: Plan) -> GatewayError:
     """The error for a plan without targets: 404, 403 or 400, naming each target's reason."""
     reasons = {skip.reason for skip in plan.skipped}
-    details = "; ".join(f"{skip.target} {skip.message}" for skip in plan.skipped)
+    details = "; ".join(f"{skip.target} {clause(skip.message)}" for skip in plan.skipped)
     if not plan.skipped or reasons == {NOT_FOUND}:
+        only = plan.skipped[0] if len(plan.skipped) == 1 else None
+        if only is not None and only.target == plan.requested:
+            return ModelNotFoundError(plan.requested, only.message)
         return ModelNotFoundError(plan.requested)
     if reasons <= {NOT_FOUND, KEY_FORBIDS}:
         return PermissionDeniedError(
@@ -319,6 +324,11 @@ def nothing_left(plan: Plan) -> GatewayError:
         param=param,
         code="no_capable_target",
     )
+
+
+def clause(message: str) -> str:
+    """``message`` without its closing full stop, to be joined with others into one sentence."""
+    return message.rstrip().rstrip(".")
 
 
 def _token_estimate(needs: Needs | None) -> tuple[int, int]:

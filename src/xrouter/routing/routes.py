@@ -57,7 +57,11 @@ OVERRIDABLE_PARAMS = frozenset(
 
 
 class RoutesError(ValueError):
-    """Invalid routes; the message names the route and the field."""
+    """Invalid routes; the message names the route and the field, ``route`` the route's name."""
+
+    def __init__(self, message: str, route: str | None = None) -> None:
+        super().__init__(message)
+        self.route = route
 
 
 class TimeoutConfig(BaseModel):
@@ -185,7 +189,8 @@ class RouteTable:
             elif route.alias in self._general:
                 raise RoutesError(
                     f"routes '{self._general[route.alias].name}' and '{route.name}' both answer "
-                    f"to '{route.alias}'; give one of them 'keys' or 'owners'"
+                    f"to '{route.alias}'; give one of them 'keys' or 'owners'",
+                    route.name,
                 )
             else:
                 self._general[route.alias] = route
@@ -208,14 +213,15 @@ def compile_routes(configs: Mapping[str, RouteConfig], providers: Iterable[str])
     for name, config in configs.items():
         alias = config.alias or name
         if not _ALIAS.match(alias):
-            raise RoutesError(f"route '{name}': '{alias}' is not a usable model id")
+            raise RoutesError(f"route '{name}': '{alias}' is not a usable model id", name)
         targets = tuple(parse_model_id(target.model) for target in config.targets)
         for target in targets:
             if target.provider not in enabled:
                 names = ", ".join(sorted(enabled)) or "none"
                 raise RoutesError(
                     f"route '{name}': provider '{target.provider}' of '{target.public_id}' is "
-                    f"not enabled (enabled: {names})"
+                    f"not enabled (enabled: {names})",
+                    name,
                 )
         routes.append(Route(name, alias, config, targets))
     return RouteTable(routes)

@@ -83,9 +83,14 @@ def lowest_cost(candidates: Sequence[T], prompt_tokens: int, output_tokens: int)
     """Cheapest first for the estimated tokens; targets without a price go last, in order."""
     infinity = float("inf")
 
-    def rank(candidate: T) -> float:
+    def rank(candidate: T) -> tuple[float, float]:
         cost = candidate.cost(prompt_tokens, output_tokens)
-        return infinity if cost is None else cost
+        if cost is None:
+            return infinity, infinity
+        # A tiny prompt without max_tokens is estimated at zero tokens, which would make every
+        # priced target tie: the price of one token each way still tells them apart.
+        unit = candidate.cost(1, 1)
+        return cost, infinity if unit is None else unit
 
     return sorted(candidates, key=rank)
 

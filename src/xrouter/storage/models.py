@@ -117,6 +117,11 @@ class ApiKey(Base):
     allowed_models: Mapped[list[str] | None] = mapped_column(JSON)
     # Spending budget per calendar month, in roubles; None: no budget.
     monthly_budget_rub: Mapped[float | None] = mapped_column(Float)
+    # Opt-in: the gateway logs this key's prompts and completions (``xrouter.content``).
+    log_content: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The app (its origin) the OpenRouter-compatible key flow issued the key to; None for keys
+    # made in the CLI, the API or the keys page.
+    created_by_app: Mapped[str | None] = mapped_column(String(200))
 
     def __repr__(self) -> str:
         return f"ApiKey(id={self.id!r}, name={self.name!r}, prefix={self.prefix!r})"

@@ -21,6 +21,7 @@ class KeyForm:
     monthly_budget_rub: float | None
     allowed_models: list[str] | None
     expires_at: datetime | None
+    log_content: bool
 
     def changes(self, current: KeyInfo, disabled: bool) -> KeyChanges:
         # An expiry shown in the form and sent back unchanged stays as it is, even if it has
@@ -35,6 +36,7 @@ class KeyForm:
             allowed_models=self.allowed_models,
             expires_at=UNCHANGED if same_expiry else self.expires_at,
             disabled=disabled,
+            log_content=self.log_content,
         )
 
     def create_arguments(self) -> dict[str, Any]:
@@ -46,6 +48,7 @@ class KeyForm:
             "monthly_budget_rub": self.monthly_budget_rub,
             "allowed_models": self.allowed_models,
             "expires_at": self.expires_at,
+            "log_content": self.log_content,
         }
 
 
@@ -61,6 +64,8 @@ def read_key_form(form: dict[str, str], utc_offset_hours: int) -> KeyForm:
         monthly_budget_rub=_number(form, "monthly_budget_rub"),
         allowed_models=_models(form.get("allowed_models", "")),
         expires_at=_moment(form.get("expires_at", ""), utc_offset_hours),
+        # An unticked checkbox is not sent at all.
+        log_content=form.get("log_content") == "on",
     )
 
 
@@ -123,4 +128,5 @@ def form_values_of(info: KeyInfo, utc_offset_hours: int) -> dict[str, str]:
         "monthly_budget_rub": "" if budget is None else f"{budget:g}",
         "allowed_models": ", ".join(info.allowed_models or ()),
         "expires_at": expires,
+        "log_content": "on" if info.log_content else "",
     }

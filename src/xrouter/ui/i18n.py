@@ -56,6 +56,11 @@ STRINGS: dict[str, dict[str, str]] = {
         "back_to_keys": "Back to the keys",
         "key_settings": "Settings",
         "disabled_label": "Disabled (refuse every request until enabled again)",
+        "log_content_label": "Log prompts and completions",
+        "log_content_hint": (
+            "Off by default. When on, the gateway writes each request's messages and answer "
+            "to its log: anyone who can read the logs can read them."
+        ),
         "save": "Save",
         "saved_notice": "Saved.",
         "usage_heading": "Usage",
@@ -188,6 +193,11 @@ STRINGS: dict[str, dict[str, str]] = {
         "back_to_keys": "К списку ключей",
         "key_settings": "Настройки",
         "disabled_label": "Отключён (отклонять все запросы, пока не включат снова)",
+        "log_content_label": "Записывать запросы и ответы в журнал",
+        "log_content_hint": (
+            "По умолчанию выключено. Если включить, шлюз пишет сообщения каждого запроса и ответ "
+            "в свой журнал: их сможет прочитать любой, у кого есть доступ к журналам."
+        ),
         "save": "Сохранить",
         "saved_notice": "Сохранено.",
         "usage_heading": "Расход",

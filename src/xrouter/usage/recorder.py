@@ -7,6 +7,11 @@ batch leaves the queue only once its transaction has committed, so a failed writ
 rather than lost; every event gets its id when it is recorded and the INSERT skips ids already
 present, so a retry after an ambiguous failure (committed, but the acknowledgement was lost)
 never writes a row twice, nor counts it twice in the rollups.
+
+With a journal (usage/journal.py), ``record`` also appends the event to this process's journal
+segment before it returns, so an event survives the process being killed; the background task
+rotates the segments, deletes them once their events are committed, and adopts the segments of
+processes that died.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections import deque
 from itertools import islice
 from typing import Any
@@ -26,6 +32,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from xrouter.storage.models import UsageRecord, new_id, utc_now
+from xrouter.usage.journal import AdoptedSegment, Segment, UsageJournal
 from xrouter.usage.periods import Calendar
 from xrouter.usage.pricing import PriceTable
 from xrouter.usage.rollups import write_rollups
@@ -42,6 +49,9 @@ DEFAULT_CLOSE_TIMEOUT_SECONDS = 10.0
 # Both databases cap bound parameters per statement (SQLite 32766, PostgreSQL 32767).
 _MAX_PARAMETERS = 32_000
 _TABLE: Table = UsageRecord.metadata.tables[UsageRecord.__tablename__]
+_COLUMNS = tuple(column.name for column in _TABLE.columns)
+DEFAULT_ADOPT_SECONDS = 2.0
+_JOURNAL_ENCODER = msgspec.msgpack.Encoder()
 
 
 class UsageEvent(msgspec.Struct, kw_only=True):
@@ -68,12 +78,20 @@ class UsageEvent(msgspec.Struct, kw_only=True):
     cost_rub: float | None = None
 
 
+_EVENT_DEFAULTS = {
+    field.name: field.default
+    for field in msgspec.structs.fields(UsageEvent)
+    if field.default is not msgspec.NODEFAULT
+}
+
+
 class UsageRecorder:
     """Buffers usage events and writes them in batches in the background.
 
     Call ``record`` from the event loop thread. Start with ``start()``; ``close()`` writes what
     is left. Up to ``max_buffered`` events wait while the database is unavailable; beyond that
-    new events are dropped and counted in ``dropped``.
+    new events are dropped and counted in ``dropped``. With a ``journal``, every ``adopt_seconds``
+    the segments of dead processes are looked for and their events queued.
     """
 
     def __init__(
@@ -86,6 +104,8 @@ class UsageRecorder:
         prices: PriceTable | None = None,
         spend: MonthlySpend | None = None,
         calendar: Calendar | None = None,
+        journal: UsageJournal | None = None,
+        adopt_seconds: float = DEFAULT_ADOPT_SECONDS,
     ) -> None:
         self._sessions = session_factory
         self._prices = prices
@@ -106,6 +126,12 @@ class UsageRecorder:
         self.written = 0
         self._instance = new_id("")[:_INSTANCE_ID_LENGTH]
         self._sequence = itertools.count(1)
+        self._journal = journal
+        self._adopt_seconds = adopt_seconds
+        self._next_adoption = 0.0
+        # Which journal segment the buffered events are in, in buffer order, as runs of
+        # [segment (None: not journaled), count]: a commit releases them from the front.
+        self._origins: deque[list[Any]] = deque()
 
     @property
     def pending(self) -> int:
@@ -146,6 +172,8 @@ class UsageRecorder:
                 row["cost_rub"] = self._cost(event)
             if self._spend is not None and event.key_id is not None:
                 self._spend.add(event.key_id, row["cost_rub"])
+            if self._journal is not None:
+                self._track(self._journal.append(_JOURNAL_ENCODER.encode(row)), 1)
             self._buffer.append(row)
             if len(self._buffer) >= self._batch_size:
                 self._wake.set()
@@ -159,7 +187,16 @@ class UsageRecorder:
         return self._prices.cost(event.model, event.prompt_tokens, event.completion_tokens)
 
     async def start(self) -> None:
-        """Start the background writer."""
+        """Start the background writer (and this process's journal segment)."""
+        if self._journal is not None and self._journal.active is None:
+            try:
+                self._journal.open()
+            except OSError:
+                logger.exception(
+                    "usage journal %s unavailable: usage lives in memory until written",
+                    self._journal.directory,
+                )
+                self._journal = None
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="xrouter-usage-recorder")
 
@@ -173,6 +210,7 @@ class UsageRecorder:
                 # Only now, after the commit: until here a failure leaves the batch queued.
                 for _ in range(count):
                     self._buffer.popleft()
+                self._release(count)
                 self.written += count
             return True
 
@@ -192,7 +230,16 @@ class UsageRecorder:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
         if self._buffer:
-            logger.error("usage recorder closed with %d unwritten events", len(self._buffer))
+            journaled = sum(count for segment, count in self._origins if segment is not None)
+            # Journaled events are written by the next process to start (or adopt them).
+            logger.log(
+                logging.WARNING if journaled == len(self._buffer) else logging.ERROR,
+                "usage recorder closed with %d unwritten events (%d of them kept in the journal)",
+                len(self._buffer),
+                journaled,
+            )
+        if self._journal is not None:
+            await self._journal.close()
 
     async def _write_batch(self, batch: list[dict[str, Any]]) -> bool:
         try:
@@ -216,6 +263,7 @@ class UsageRecorder:
 
     async def _run(self) -> None:
         while True:
+            await self._look_after_journal()
             await self._wait()
             if await self.flush() and self._closing:
                 return
@@ -230,8 +278,68 @@ class UsageRecorder:
                 delay = min(self._flush_seconds * backoff, MAX_RETRY_DELAY_SECONDS)
                 await _wait_for(self._close_requested, delay)
         elif not self._closing:
-            await _wait_for(self._wake, self._flush_seconds)
+            await self._idle(self._flush_seconds)
         self._wake.clear()
+
+    async def _idle(self, seconds: float) -> None:
+        """Wait ``seconds`` or until a batch is full, looking after the journal meanwhile."""
+        if self._journal is None:
+            await _wait_for(self._wake, seconds)
+            return
+        deadline = time.monotonic() + seconds
+        while not self._wake.is_set() and (left := deadline - time.monotonic()) > 0:
+            await _wait_for(self._wake, min(left, self._adopt_seconds))
+            await self._look_after_journal()
+
+    async def _look_after_journal(self) -> None:
+        journal = self._journal
+        if journal is None or self._closing:
+            return
+        try:
+            await journal.rotate_if_due()
+            if time.monotonic() >= self._next_adoption:
+                self._next_adoption = time.monotonic() + self._adopt_seconds
+                budget = self._max_buffered - len(self._buffer)
+                if budget > 0:
+                    for adopted in await journal.adopt_orphans(budget):
+                        self._queue_adopted(adopted)
+        except Exception:
+            logger.exception("usage journal upkeep failed; will try again")
+
+    def _queue_adopted(self, adopted: AdoptedSegment) -> None:
+        assert self._journal is not None
+        queued = 0
+        for payload in adopted.payloads:
+            row = _journaled_row(payload)
+            if row is None:
+                self.dropped += 1
+                self._journal.committed(adopted.segment, 1)
+                continue
+            self._buffer.append(row)
+            queued += 1
+        self._track(adopted.segment, queued)
+        if queued:
+            self._wake.set()
+
+    def _track(self, segment: Segment | None, count: int) -> None:
+        if count == 0:
+            return
+        if self._origins and self._origins[-1][0] is segment:
+            self._origins[-1][1] += count
+        else:
+            self._origins.append([segment, count])
+
+    def _release(self, count: int) -> None:
+        """The first ``count`` buffered events are committed: so are their journal entries."""
+        while count > 0 and self._origins:
+            run = self._origins[0]
+            taken = min(count, run[1])
+            run[1] -= taken
+            count -= taken
+            if run[1] == 0:
+                self._origins.popleft()
+            if run[0] is not None and self._journal is not None:
+                self._journal.committed(run[0], taken)
 
     async def _write(self, rows: list[dict[str, Any]]) -> None:
         async with self._sessions() as session:
@@ -252,6 +360,20 @@ class UsageRecorder:
             except (DataError, IntegrityError):
                 self.dropped += 1
                 logger.exception("dropping a usage record the database refuses: %r", row)
+
+
+def _journaled_row(payload: bytes) -> dict[str, Any] | None:
+    """The row a journal payload holds; None (logged) if it is not a usage row. A column the
+    writing version did not know takes the event's default (the database refuses the row if
+    there is none); a field this version does not know is left out."""
+    try:
+        row = msgspec.msgpack.decode(payload)
+    except msgspec.DecodeError:
+        row = None
+    if not isinstance(row, dict) or not isinstance(row.get("id"), str) or "created_at" not in row:
+        logger.error("dropping an unreadable usage journal entry of %d bytes", len(payload))
+        return None
+    return {name: row.get(name, _EVENT_DEFAULTS.get(name)) for name in _COLUMNS}
 
 
 async def _wait_for(event: asyncio.Event, timeout: float) -> None:

@@ -95,6 +95,9 @@ async def write_rollups(
 
 def _upsert(session: AsyncSession) -> Insert:
     dialect = session.get_bind().dialect.name
+    statement = _UPSERTS.get(dialect)
+    if statement is not None:
+        return statement
     insert: Any
     if dialect == "postgresql":
         insert = postgresql.insert(ROLLUP_TABLE)
@@ -102,8 +105,15 @@ def _upsert(session: AsyncSession) -> Insert:
         insert = sqlite.insert(ROLLUP_TABLE)
     else:
         raise NotImplementedError(f"usage rollups are not supported on {dialect}")
-    updates = {name: ROLLUP_TABLE.c[name] + insert.excluded[name] for name in _SUMMED}
-    statement: Insert = insert.on_conflict_do_update(
+    # ``excluded`` builds a new alias and column collection on every access: once is enough.
+    excluded = insert.excluded
+    updates = {name: ROLLUP_TABLE.c[name] + excluded[name] for name in _SUMMED}
+    upsert: Insert = insert.on_conflict_do_update(
         index_elements=["key_id", "granularity", "bucket_start"], set_=updates
     )
-    return statement
+    _UPSERTS[dialect] = upsert
+    return upsert
+
+
+# The rollup upsert of each dialect, built once (statements are immutable).
+_UPSERTS: dict[str, Insert] = {}

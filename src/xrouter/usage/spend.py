@@ -18,11 +18,11 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
-import redis.asyncio as redis
 from redis.exceptions import RedisError
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from xrouter.redis_url import RedisClient
 from xrouter.storage.models import UsageRollup
 from xrouter.usage.periods import Calendar
 
@@ -43,7 +43,7 @@ class MonthlySpend:
         session_factory: async_sessionmaker[AsyncSession],
         calendar: Calendar,
         *,
-        redis_client: redis.Redis | None = None,
+        redis_client: RedisClient | None = None,
         sync_seconds: float = 1.0,
         watched_keys: Callable[[], Iterable[str]] = tuple,
         clock: Callable[[], float] = time.time,
@@ -141,8 +141,10 @@ class MonthlySpend:
                     pipe.set(name, repr(max(seed, 0.0)), nx=True, ex=REDIS_COUNTER_SECONDS)
                     if pushed.get(key_id):
                         pipe.incrbyfloat(name, pushed[key_id])
-                if names:
-                    pipe.mget(names)
+                # One GET per counter rather than an MGET: on a Redis Cluster the counters
+                # spread over the slots, and the pipeline sends each to its own node.
+                for name in names:
+                    pipe.get(name)
                 results = await pipe.execute() if names else []
         except BaseException:
             for key_id, cost in pushed.items():  # try again on the next sync
@@ -150,7 +152,7 @@ class MonthlySpend:
             raise
         if not results or month != self._month:
             return
-        for key_id, value in zip(watched, results[-1], strict=True):
+        for key_id, value in zip(watched, results[-len(names) :], strict=True):
             if value is not None and float(value) > self._spent.get(key_id, 0.0):
                 self._spent[key_id] = float(value)
 

@@ -133,6 +133,20 @@ def test_statuses_are_anthropics(error: GatewayError, status: int, kind: str) ->
     assert error_body(error).error.type == kind
 
 
+@pytest.mark.parametrize(
+    ("message", "param", "shown"),
+    [
+        ("must be at most 4096", "max_tokens", "max_tokens: must be at most 4096"),
+        ("top_k is not supported.", "top_k", "top_k is not supported."),
+        ("no 'stop_sequences'", "stop_sequences", "no 'stop_sequences'"),
+        ("max_tokens_x is unknown", "max_tokens", "max_tokens: max_tokens_x is unknown"),
+    ],
+)
+def test_an_error_names_its_parameter_once(message: str, param: str, shown: str) -> None:
+    # Anthropic's errors have no param field: the message carries it, but never twice.
+    assert error_body(InvalidRequestError(message, param=param)).error.message == shown
+
+
 def test_usage_counts_cache_reads_apart() -> None:
     usage = Usage(100, 7, 107, prompt_tokens_details=PromptTokensDetails(60))
     completion = ChatCompletion(

@@ -3,6 +3,8 @@ their usual typed exceptions and clients such as Claude Code retry what Anthropi
 
 from __future__ import annotations
 
+import re
+
 from starlette.responses import Response
 
 from xrouter.errors import GatewayError
@@ -42,9 +44,14 @@ def anthropic_status(error: GatewayError) -> tuple[int, str]:
 def error_body(error: GatewayError) -> AnthropicErrorBody:
     _, kind = anthropic_status(error)
     message = error.message
-    if error.param is not None and f"'{error.param}'" not in message:
+    if error.param is not None and not _names(message, error.param):
         message = f"{error.param}: {message}"
     return AnthropicErrorBody(AnthropicErrorDetail(kind, message))
+
+
+def _names(message: str, param: str) -> bool:
+    """Whether ``message`` already names ``param`` (quoted or as a word of its own)."""
+    return re.search(rf"(?<![\w.\[]){re.escape(param)}(?![\w\]])", message) is not None
 
 
 def error_response(error: GatewayError) -> Response:

@@ -68,6 +68,9 @@ class AnthropicHandlers:
             planned = runtime.routing.planner.plan_chat(translation.chat, key).primary
             provider, target = planned.provider, planned.target
             runtime.key_policy.admit(key, target)
+            # Not recorded as usage, so the request metrics take the target from here.
+            state = request.scope.setdefault("state", {})
+            state.update(model=target.public_id, provider=target.provider)
             upstream = provider.count_tokens_request(translation.chat, target)
             body = await runtime.transport.send(provider, upstream)
             count = TokenCount(provider.count_tokens_reply(body, target))

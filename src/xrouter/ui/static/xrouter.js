@@ -49,6 +49,11 @@
     if (granularity === "day") {
       return date.toLocaleDateString(lang, { month: "short", day: "numeric", timeZone: ZONE });
     }
+    if (granularity === "hour") {
+      // 48 hours span three dates: the time alone would repeat.
+      return date.toLocaleString(lang, { month: "short", day: "numeric", hour: "2-digit",
+        minute: "2-digit", timeZone: ZONE });
+    }
     return date.toLocaleTimeString(lang, { hour: "2-digit", minute: "2-digit", timeZone: ZONE });
   }
 
