@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as sqlalchemy_async_engine
 
+from tests.gateway_processes import reset_schema
 from xrouter.storage.database import create_engine, session_factory
 from xrouter.storage.migrate import upgrade_async
 
@@ -102,16 +103,6 @@ def redis_url() -> str:
     return url
 
 
-async def _reset_postgres_schema(url: str) -> None:
-    engine = sqlalchemy_async_engine(url)
-    try:
-        async with engine.begin() as connection:
-            await connection.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-            await connection.execute(text("CREATE SCHEMA public"))
-    finally:
-        await engine.dispose()
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 async def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """An empty database (no tables), on SQLite and on PostgreSQL in turn."""
@@ -119,7 +110,7 @@ async def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> 
         return f"sqlite+aiosqlite:///{tmp_path / 'xrouter.db'}"
     url: str = request.getfixturevalue("postgres_url")
     # One database per session, emptied per test: far cheaper than CREATE DATABASE each time.
-    await _reset_postgres_schema(url)
+    await reset_schema(url)
     return url
 
 

@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 from pydantic import SecretStr
@@ -30,7 +31,10 @@ from xrouter.emulators.server import (
     YANDEX_EMULATOR_API_KEY,
     YANDEX_EMULATOR_FOLDER_ID,
 )
+from xrouter.keys.hashing import KeyHasher
+from xrouter.keys.service import CreatedKey, KeyService
 from xrouter.settings import Settings
+from xrouter.storage.database import create_engine, session_factory
 from xrouter.storage.migrate import upgrade_async
 
 XROUTER = [sys.executable, "-m", "xrouter"]
@@ -67,8 +71,8 @@ def environment(**settings: str) -> dict[str, str]:
     return clean_environment(**{**defaults, **settings})
 
 
-async def fresh_database(url: str) -> None:
-    """Empty the PostgreSQL database at ``url`` (its public schema) and migrate it."""
+async def reset_schema(url: str) -> None:
+    """Empty the PostgreSQL database at ``url``: drop its public schema, tables and all."""
     engine = create_async_engine(url)
     try:
         async with engine.begin() as connection:
@@ -76,7 +80,24 @@ async def fresh_database(url: str) -> None:
             await connection.execute(text("CREATE SCHEMA public"))
     finally:
         await engine.dispose()
+
+
+async def fresh_database(url: str) -> None:
+    """Empty the PostgreSQL database at ``url`` (its public schema) and migrate it."""
+    await reset_schema(url)
     await upgrade_async(url)
+
+
+async def create_key(database_url: str, name: str, **options: Any) -> CreatedKey:
+    """A key written straight to the migrated database at ``database_url``, hashed with the
+    shared pepper, as the instances started here see it; ``options`` as for
+    ``KeyService.create``."""
+    engine = create_engine(database_url)
+    try:
+        service = KeyService(session_factory(engine), KeyHasher(PEPPER.encode()))
+        return await service.create(name, **options)
+    finally:
+        await engine.dispose()
 
 
 def emulator_settings(gigachat_url: str, yandex_url: str) -> dict[str, str]:

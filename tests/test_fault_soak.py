@@ -23,19 +23,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import func, make_url, select
+from sqlalchemy import make_url
 
 from tests.gateway.spoiling_proxy import MODES, Spoiler, start_spoiling_proxy
-from tests.gateway_processes import PEPPER, GatewayProcess, emulator_settings, environment
+from tests.gateway_processes import GatewayProcess, create_key, emulator_settings, environment
 from tests.limits.redis_server import PrivateRedis
 from tests.servers import BackgroundLoop
 from tests.usage.cuttable_proxy import CuttableProxy
+from tests.usage.usage_rows import usage_rows
 from xrouter.emulators.server import RunningEmulator
-from xrouter.keys.hashing import KeyHasher
-from xrouter.keys.service import KeyService
-from xrouter.storage.database import create_engine, session_factory
 from xrouter.storage.migrate import upgrade
-from xrouter.storage.models import UsageRecord
 
 SOAK_SECONDS = float(os.environ.get("XROUTER_SOAK_SECONDS") or 0)
 pytestmark = pytest.mark.skipif(
@@ -140,30 +137,6 @@ def _rss_bytes(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-def _usage_rows(database_url: str, key_id: str) -> int:
-    async def count() -> int:
-        engine = create_engine(database_url)
-        try:
-            async with session_factory(engine)() as session:
-                query = select(func.count()).where(UsageRecord.key_id == key_id)
-                return int((await session.execute(query)).scalar_one())
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(count())
-
-
-async def _key(database_url: str) -> tuple[str, str]:
-    engine = create_engine(database_url)
-    try:
-        created = await KeyService(session_factory(engine), KeyHasher(PEPPER.encode())).create(
-            "soak"
-        )
-        return created.key, created.info.id
-    finally:
-        await engine.dispose()
-
-
 @dataclass
 class Soaked:
     gateway: GatewayProcess
@@ -189,7 +162,7 @@ def soaked(
     database = CuttableProxy(url.host or "127.0.0.1", url.port or 5432)
     loop.run(database.start())
     upgrade(postgres_url)
-    key, key_id = asyncio.run(_key(postgres_url))
+    created = asyncio.run(create_key(postgres_url, "soak"))
     redis = PrivateRedis(tmp_path)
     redis.start()
     through_proxy = url.set(host="127.0.0.1", port=database.port)
@@ -204,7 +177,9 @@ def soaked(
     )
     gateway = GatewayProcess(tmp_path, env)
     try:
-        yield Soaked(gateway, spoiler, database, redis, loop, key, key_id, postgres_url)
+        yield Soaked(
+            gateway, spoiler, database, redis, loop, created.key, created.info.id, postgres_url
+        )
     finally:
         gateway.terminate()
         redis.stop()
@@ -285,10 +260,10 @@ def test_faults_under_steady_load_for_the_soak_period(soaked: Soaked) -> None:
 
     expected = load.total()
     _wait_for(
-        lambda: _usage_rows(soaked.database_url, soaked.key_id) >= expected,
+        lambda: usage_rows(soaked.database_url, soaked.key_id) >= expected,
         f"fewer than {expected} usage rows",
     )
-    assert _usage_rows(soaked.database_url, soaked.key_id) == expected
+    assert usage_rows(soaked.database_url, soaked.key_id) == expected
     metrics = httpx.get(f"{url}/metrics", timeout=10).text
     assert "\nxrouter_usage_dropped 0.0\n" in metrics
     first_half, second_half = rss[: (len(rss) + 1) // 2], rss[(len(rss) + 1) // 2 :]

@@ -17,14 +17,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.gateway_processes import PEPPER, GatewayProcess, emulator_settings, environment
+from tests.gateway_processes import GatewayProcess, create_key, emulator_settings, environment
 from tests.servers import BackgroundLoop
 from xrouter.emulators.options import EmulatorOptions
 from xrouter.emulators.server import RunningEmulator, start_emulator
 from xrouter.emulators.yandex import STATS_KEY
-from xrouter.keys.hashing import KeyHasher
-from xrouter.keys.service import KeyService
-from xrouter.storage.database import create_engine, session_factory
 from xrouter.storage.migrate import upgrade_async
 
 JSON_REQUESTS = 20
@@ -52,14 +49,8 @@ def slow_emulators() -> Iterator[dict[str, RunningEmulator]]:
 
 async def _key(database_url: str) -> tuple[str, str]:
     await upgrade_async(database_url)
-    engine = create_engine(database_url)
-    try:
-        created = await KeyService(session_factory(engine), KeyHasher(PEPPER.encode())).create(
-            "drain"
-        )
-        return created.key, created.info.id
-    finally:
-        await engine.dispose()
+    created = await create_key(database_url, "drain")
+    return created.key, created.info.id
 
 
 def _text(number: int) -> str:

@@ -14,7 +14,8 @@ import pytest
 import redis
 import redis.exceptions
 
-from tests.limits.redis_server import PrivateRedis, free_port
+from tests.gateway_processes import free_port
+from tests.limits.redis_server import PrivateRedis
 from xrouter.limits.redis_backend import limiter_client
 from xrouter.redis_url import (
     ClusterRedis,

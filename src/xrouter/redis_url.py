@@ -65,15 +65,9 @@ class SentinelAddress:
 
 def parse_sentinel_url(url: str) -> SentinelAddress:
     """Parse a ``redis+sentinel://`` URL; ``ValueError`` names what is wrong."""
-    scheme, separator, rest = url.partition("://")
-    if not separator or scheme not in SENTINEL_SCHEMES:
-        raise ValueError(f"a Sentinel URL starts with {' or '.join(SENTINEL_SCHEMES)}://")
-    rest, _, query = rest.partition("?")
-    netloc, _, path = rest.partition("/")
+    scheme, netloc, path, query = _split(url, SENTINEL_SCHEMES, "Sentinel")
     username, password, hosts = _credentials(netloc)
-    sentinels = [_host_port(item, "sentinel") for item in hosts.split(",") if item]
-    if not sentinels:
-        raise ValueError("a Sentinel URL names at least one sentinel as host:port")
+    sentinels = _addresses(hosts, "sentinel", "a Sentinel URL names at least one sentinel")
     parts = [part for part in path.split("/") if part]
     if not parts or len(parts) > 2:
         raise ValueError("a Sentinel URL's path is /service or /service/db")
@@ -100,22 +94,35 @@ def parse_sentinel_url(url: str) -> SentinelAddress:
 
 def parse_cluster_url(url: str) -> ClusterAddress:
     """Parse a ``redis+cluster://`` URL; ``ValueError`` names what is wrong."""
-    scheme, separator, rest = url.partition("://")
-    if not separator or scheme not in CLUSTER_SCHEMES:
-        raise ValueError(f"a Cluster URL starts with {' or '.join(CLUSTER_SCHEMES)}://")
-    rest, question, query = rest.partition("?")
-    netloc, _, path = rest.partition("/")
+    scheme, netloc, path, query = _split(url, CLUSTER_SCHEMES, "Cluster")
     if path.strip("/") not in ("", "0"):
         raise ValueError("a Redis Cluster has only database 0: a Cluster URL has no path")
-    if question and query:
+    if query:
         raise ValueError(f"unknown Cluster URL option(s): {query}")
     username, password, hosts = _credentials(netloc)
-    nodes = [_host_port(item, "cluster node") for item in hosts.split(",") if item]
-    if not nodes:
-        raise ValueError("a Cluster URL names at least one node as host:port")
+    nodes = _addresses(hosts, "cluster node", "a Cluster URL names at least one node")
     return ClusterAddress(
         nodes=nodes, username=username, password=password, tls=scheme == "rediss+cluster"
     )
+
+
+def _split(url: str, schemes: tuple[str, ...], kind: str) -> tuple[str, str, str, str]:
+    """``(scheme, netloc, path, query)`` of a ``kind`` URL, whose scheme is one of ``schemes``."""
+    scheme, separator, rest = url.partition("://")
+    if not separator or scheme not in schemes:
+        raise ValueError(f"a {kind} URL starts with {' or '.join(schemes)}://")
+    rest, _, query = rest.partition("?")
+    netloc, _, path = rest.partition("/")
+    return scheme, netloc, path, query
+
+
+def _addresses(hosts: str, what: str, at_least_one: str) -> list[tuple[str, int]]:
+    """The ``host:port`` items of the comma-separated ``hosts``, of which there is one at least
+    (``at_least_one`` says so otherwise)."""
+    addresses = [_host_port(item, what) for item in hosts.split(",") if item]
+    if not addresses:
+        raise ValueError(f"{at_least_one} as host:port")
+    return addresses
 
 
 def _credentials(netloc: str) -> tuple[str | None, str | None, str]:
@@ -188,27 +195,29 @@ def connect_redis(url: str, **options: Any) -> RedisClient:
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
         address.sentinels, sentinel_kwargs=sentinel_options
     )
-    primary_options = dict(options, db=address.db)
-    if address.username is not None:
-        primary_options["username"] = address.username
-    if address.password is not None:
-        primary_options["password"] = address.password
-    if address.tls:
-        primary_options["ssl"] = True
+    primary_options = _with_credentials(dict(options, db=address.db), address)
     client = sentinel.master_for(address.service, redis_class=SentinelRedis, **primary_options)
     assert isinstance(client, SentinelRedis)
     client.sentinel_manager = sentinel
     return client
 
 
-def _connect_cluster(address: ClusterAddress, options: dict[str, Any]) -> RedisCluster:
-    cluster_options = dict(options)
+def _with_credentials(
+    options: dict[str, Any], address: SentinelAddress | ClusterAddress
+) -> dict[str, Any]:
+    """A copy of ``options`` with the user, password and TLS that the URL gave, if it did."""
+    options = dict(options)
     if address.username is not None:
-        cluster_options["username"] = address.username
+        options["username"] = address.username
     if address.password is not None:
-        cluster_options["password"] = address.password
+        options["password"] = address.password
     if address.tls:
-        cluster_options["ssl"] = True
+        options["ssl"] = True
+    return options
+
+
+def _connect_cluster(address: ClusterAddress, options: dict[str, Any]) -> RedisCluster:
+    cluster_options = _with_credentials(options, address)
     nodes = [ClusterNode(host, port) for host, port in address.nodes]
     return ClusterRedis(startup_nodes=nodes, **cluster_options)
 

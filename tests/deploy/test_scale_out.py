@@ -27,8 +27,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.gateway_processes import (
-    PEPPER,
     GatewayProcess,
+    create_key,
     environment,
     fresh_database,
     start_all,
@@ -36,9 +36,6 @@ from tests.gateway_processes import (
 )
 from tests.limits.redis_server import PrivateRedis
 from tests.log_secrets import register_secret
-from xrouter.keys.hashing import KeyHasher
-from xrouter.keys.service import KeyService
-from xrouter.storage.database import create_engine, session_factory
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -123,12 +120,7 @@ def bearer(key: str) -> dict[str, str]:
 
 async def _admin_key(database_url: str) -> str:
     await fresh_database(database_url)
-    engine = create_engine(database_url)
-    try:
-        service = KeyService(session_factory(engine), KeyHasher(PEPPER.encode()))
-        return (await service.create("operator", None, kind="management")).key
-    finally:
-        await engine.dispose()
+    return (await create_key(database_url, "operator", kind="management")).key
 
 
 @contextmanager

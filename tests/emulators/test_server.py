@@ -12,6 +12,7 @@ import time
 
 import aiohttp
 import pytest
+from tests.gateway_processes import free_port
 
 from xrouter.emulators import cli
 from xrouter.emulators.server import (
@@ -91,14 +92,8 @@ def test_run_refuses_invalid_options() -> None:
     assert cli.run(_parse("gigachat", "--error-rate", "2")) == 2
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_foreground_server_serves_and_stops_on_sigterm() -> None:
-    port = _free_port()
+    port = free_port()
     code = (
         "import argparse, sys; from xrouter.emulators import cli; p = argparse.ArgumentParser(); "
         "cli.add_arguments(p); sys.exit(cli.run(p.parse_args(sys.argv[1:])))"

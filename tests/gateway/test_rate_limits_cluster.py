@@ -19,8 +19,8 @@ import pytest
 import redis
 
 from tests.gateway_processes import (
-    PEPPER,
     GatewayProcess,
+    create_key,
     emulator_settings,
     environment,
     start_all,
@@ -30,10 +30,7 @@ from tests.limits.redis_server import PrivateRedis
 from tests.servers import BackgroundLoop
 from xrouter.emulators.options import EmulatorOptions
 from xrouter.emulators.server import RunningEmulator, start_emulator
-from xrouter.keys.hashing import KeyHasher
-from xrouter.keys.service import KeyService
 from xrouter.limits.policy import Limit, prompt_tokens
-from xrouter.storage.database import create_engine, session_factory
 from xrouter.storage.migrate import upgrade
 
 pytestmark = pytest.mark.redis
@@ -57,16 +54,8 @@ class Cluster:
     def create_key(self, **limits: int) -> tuple[str, str]:
         """A new key (secret, id), once every process accepts it."""
 
-        async def create() -> tuple[str, str]:
-            engine = create_engine(self.database_url)
-            try:
-                service = KeyService(session_factory(engine), KeyHasher(PEPPER.encode()))
-                created = await service.create("cluster", **limits)  # type: ignore[arg-type]
-                return created.key, created.info.id
-            finally:
-                await engine.dispose()
-
-        secret, key_id = asyncio.run(create())
+        created = asyncio.run(create_key(self.database_url, "cluster", **limits))
+        secret, key_id = created.key, created.info.id
         deadline = time.monotonic() + 10
         for url in self.urls:
             while httpx.get(f"{url}/v1/models", headers=auth(secret)).status_code != 200:

@@ -13,29 +13,21 @@ import httpx
 import pytest
 
 from tests.gateway_processes import (
-    PEPPER,
     GatewayProcess,
+    create_key,
     environment,
     fresh_database,
     start_all,
     stop_all,
 )
 from tests.log_secrets import register_secret
-from xrouter.keys.hashing import KeyHasher
-from xrouter.keys.service import KeyService
-from xrouter.storage.database import create_engine, session_factory
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
 
 async def _prepare(database_url: str) -> str:
     await fresh_database(database_url)
-    engine = create_engine(database_url)
-    try:
-        service = KeyService(session_factory(engine), KeyHasher(PEPPER.encode()))
-        return (await service.create("ops", None, kind="management")).key
-    finally:
-        await engine.dispose()
+    return (await create_key(database_url, "ops", kind="management")).key
 
 
 @pytest.fixture

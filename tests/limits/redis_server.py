@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -14,25 +13,26 @@ import pytest
 import redis
 import redis.exceptions
 
+from tests.gateway_processes import free_port
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+
+def _installed(program: str) -> str:
+    """The path of ``program``; the test is skipped without it (failed where services are
+    required)."""
+    binary = shutil.which(program)
+    if binary is None:
+        message = f"{program} is not installed"
+        if os.environ.get("XROUTER_REQUIRE_SERVICES") == "1":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return binary
 
 
 class PrivateRedis:
     """One ``redis-server`` process without persistence: a restart starts empty."""
 
     def __init__(self, directory: Path) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            message = "redis-server is not installed"
-            if os.environ.get("XROUTER_REQUIRE_SERVICES") == "1":
-                pytest.fail(message, pytrace=False)
-            pytest.skip(message)
-        self._binary = binary
+        self._binary = _installed("redis-server")
         self._directory = directory
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
@@ -81,13 +81,7 @@ class PrivateRedisCluster:
     ``redis-server`` arguments for every node."""
 
     def __init__(self, directory: Path, size: int = 3, options: tuple[str, ...] = ()) -> None:
-        cli = shutil.which("redis-cli")
-        if cli is None:
-            message = "redis-cli is not installed"
-            if os.environ.get("XROUTER_REQUIRE_SERVICES") == "1":
-                pytest.fail(message, pytrace=False)
-            pytest.skip(message)
-        self._cli = cli
+        self._cli = _installed("redis-cli")
         self._options = options
         self._directories = [directory / f"node-{index}" for index in range(size)]
         for path in self._directories:

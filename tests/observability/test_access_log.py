@@ -11,11 +11,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.observability.log_records import ACCESS, access_records
 from tests.servers import BackgroundLoop, RunningGateway
 from xrouter.emulators.gigachat import FAULTS_KEY
 from xrouter.emulators.server import RunningEmulator
 
-ACCESS = "xrouter.access"
 CHAT = "/v1/chat/completions"
 
 
@@ -27,16 +27,7 @@ def access_lines(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 
 def line_of(caplog: pytest.LogCaptureFixture, request_id: str) -> logging.LogRecord:
     """The one access line of ``request_id`` (logged from the gateway's thread)."""
-    deadline = time.monotonic() + 5
-    while True:
-        found = [
-            r
-            for r in caplog.records
-            if r.name == ACCESS and getattr(r, "request_id", None) == request_id
-        ]
-        if found or time.monotonic() > deadline:
-            break
-        time.sleep(0.01)
+    found = access_records(caplog, request_id)
     assert len(found) == 1, found
     return found[0]
 

@@ -12,13 +12,13 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.observability.log_records import ACCESS, access_records, records_named
 from tests.servers import RunningGateway
 from xrouter.emulators.gigachat import FAULTS_KEY
 from xrouter.emulators.server import RunningEmulator
 from xrouter.logs import JsonFormatter
 
 CONTENT = "xrouter.content"
-ACCESS = "xrouter.access"
 CHAT = "/v1/chat/completions"
 MODEL = "gigachat/GigaChat-2-Max"
 
@@ -55,20 +55,9 @@ def prompt() -> str:
 def records_of(caplog: pytest.LogCaptureFixture, name: str, request_id: str) -> list[Any]:
     """The records ``name`` logged for ``request_id``, once the access line is in (the
     gateway's thread writes both when the request ends, the content line last)."""
-    deadline = time.monotonic() + 5
-    while True:
-        access = [
-            r
-            for r in caplog.records
-            if r.name == ACCESS and getattr(r, "request_id", None) == request_id
-        ]
-        if access or time.monotonic() > deadline:
-            break
-        time.sleep(0.01)
+    access_records(caplog, request_id)
     time.sleep(0.05)
-    return [
-        r for r in caplog.records if r.name == name and getattr(r, "request_id", None) == request_id
-    ]
+    return records_named(caplog, name, request_id)
 
 
 def every_line(caplog: pytest.LogCaptureFixture) -> str:

@@ -5,7 +5,6 @@ once. The outage is a TCP proxy in front of the shared server that the test cuts
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -13,15 +12,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import func, make_url, select
+from sqlalchemy import make_url
 
 from tests.gateway_fixtures import gateway_settings
 from tests.servers import BackgroundLoop, RunningGateway
 from tests.usage.cuttable_proxy import CuttableProxy
+from tests.usage.usage_rows import usage_rows
 from xrouter.emulators.server import RunningEmulator
-from xrouter.storage.database import create_engine, session_factory
 from xrouter.storage.migrate import upgrade
-from xrouter.storage.models import UsageRecord
 
 CLIENTS = 4
 REQUESTS_EACH = 10
@@ -54,19 +52,6 @@ def proxied(
         loop.run(proxy.cut())
 
 
-def _usage_rows(database_url: str, key_id: str) -> int:
-    async def count() -> int:
-        engine = create_engine(database_url)
-        try:
-            async with session_factory(engine)() as session:
-                query = select(func.count()).where(UsageRecord.key_id == key_id)
-                return int((await session.execute(query)).scalar_one())
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(count())
-
-
 def test_requests_are_served_and_usage_kept_while_postgres_is_down(
     loop: BackgroundLoop, proxied: tuple[RunningGateway, CuttableProxy, str]
 ) -> None:
@@ -76,7 +61,7 @@ def test_requests_are_served_and_usage_kept_while_postgres_is_down(
     with httpx.Client(base_url=gateway.url, headers=headers, timeout=30) as http:
         assert http.post("/v1/chat/completions", json=BODY).status_code == 200
         deadline = time.monotonic() + 10
-        while _usage_rows(direct_url, created.info.id) == 0:
+        while usage_rows(direct_url, created.info.id) == 0:
             assert time.monotonic() < deadline
             time.sleep(0.05)
         loop.run(proxy.cut())
@@ -97,11 +82,11 @@ def test_requests_are_served_and_usage_kept_while_postgres_is_down(
             client.join(60)
         assert statuses == [200] * (CLIENTS * REQUESTS_EACH)
         assert gateway.runtime.usage.pending >= CLIENTS * REQUESTS_EACH
-        assert _usage_rows(direct_url, created.info.id) == 1
+        assert usage_rows(direct_url, created.info.id) == 1
         loop.run(proxy.start())
         expected = 1 + CLIENTS * REQUESTS_EACH
         deadline = time.monotonic() + 60
-        while (written := _usage_rows(direct_url, created.info.id)) < expected:
+        while (written := usage_rows(direct_url, created.info.id)) < expected:
             assert time.monotonic() < deadline, f"{written} of {expected} usage records"
             time.sleep(0.2)
         assert written == expected

@@ -12,10 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.gateway_processes import PEPPER, GatewayProcess, environment
-from xrouter.keys.hashing import KeyHasher
-from xrouter.keys.service import KeyService
-from xrouter.storage.database import create_engine, session_factory
+from tests.gateway_processes import GatewayProcess, create_key, environment
 from xrouter.storage.migrate import upgrade_async
 
 CLIENTS = 8
@@ -24,14 +21,9 @@ LOAD_SECONDS = 1.5
 
 async def _keys(database_url: str) -> tuple[str, str, str]:
     await upgrade_async(database_url)
-    engine = create_engine(database_url)
-    try:
-        service = KeyService(session_factory(engine), KeyHasher(PEPPER.encode()))
-        inference = await service.create("load")
-        manager = await service.create("ops", None, kind="management")
-        return inference.key, inference.info.id, manager.key
-    finally:
-        await engine.dispose()
+    inference = await create_key(database_url, "load")
+    manager = await create_key(database_url, "ops", kind="management")
+    return inference.key, inference.info.id, manager.key
 
 
 def _load(url: str, key: str, stop: threading.Event, received: list[int]) -> None:

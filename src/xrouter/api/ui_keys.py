@@ -67,6 +67,18 @@ async def _visible_key(request: Request, caller: Caller, key_id: str) -> KeyInfo
         return error_page(request, error.message, status=error.status)
 
 
+async def _viewed_key(request: Request, key_id: str) -> tuple[Caller, KeyInfo] | Response:
+    """The signed-in caller and the key of a key's page, or the page that refuses it (the
+    sign-in redirect, or the error page when the caller may not see the key)."""
+    caller = await _viewer(request)
+    if isinstance(caller, Response):
+        return caller
+    info = await _visible_key(request, caller, key_id)
+    if isinstance(info, Response):
+        return info
+    return caller, info
+
+
 def _base_context(request: Request, caller: Caller) -> dict[str, Any]:
     runtime = runtime_of(request)
     return {
@@ -155,12 +167,10 @@ async def create(request: Request) -> Response:
 
 @router.get(KEYS_PATH + "/{key_id}")
 async def key_page(request: Request, key_id: str) -> Response:
-    caller = await _viewer(request)
-    if isinstance(caller, Response):
-        return caller
-    info = await _visible_key(request, caller, key_id)
-    if isinstance(info, Response):
-        return info
+    viewed = await _viewed_key(request, key_id)
+    if isinstance(viewed, Response):
+        return viewed
+    caller, info = viewed
     saved = translator(language_of(request))["saved_notice"]
     notice = saved if request.query_params.get("done") == "saved" else None
     return _key_page(request, caller, info, None, None, notice, 200)
@@ -210,12 +220,10 @@ async def update(request: Request, key_id: str) -> Response:
 
 @router.get(KEYS_PATH + "/{key_id}/revoke")
 async def confirm_revoke(request: Request, key_id: str) -> Response:
-    caller = await _viewer(request)
-    if isinstance(caller, Response):
-        return caller
-    info = await _visible_key(request, caller, key_id)
-    if isinstance(info, Response):
-        return info
+    viewed = await _viewed_key(request, key_id)
+    if isinstance(viewed, Response):
+        return viewed
+    caller, info = viewed
     context = {**_base_context(request, caller), "key": info}
     return render(request, "key_revoke.html", context)
 

@@ -245,15 +245,7 @@ class KeyService:
         cannot change (revocation is final)."""
         async with self._sessions() as session, session.begin():
             repository = ApiKeyRepository(session)
-            row = await repository.get(key_id)
-            if row is None:
-                raise KeyNotFoundError(key_id)
-            if row.revoked_at is not None:
-                raise InvalidRequestError(
-                    f"The key '{key_id}' is revoked; revoked keys cannot change.",
-                    param="id",
-                    code="key_revoked",
-                )
+            row = await _unrevoked(repository, key_id, "revoked keys cannot change")
             _apply(row, changes)
             row = await repository.save(row)
             info = KeyInfo.from_row(row)
@@ -277,15 +269,7 @@ class KeyService:
         secret = generate_key()
         async with self._sessions() as session, session.begin():
             repository = ApiKeyRepository(session)
-            row = await repository.get(key_id)
-            if row is None:
-                raise KeyNotFoundError(key_id)
-            if row.revoked_at is not None:
-                raise InvalidRequestError(
-                    f"The key '{key_id}' is revoked; create a new one instead.",
-                    param="id",
-                    code="key_revoked",
-                )
+            row = await _unrevoked(repository, key_id, "create a new one instead")
             row.secret_hash = self._hasher.digest(secret)
             row.prefix = display_prefix(secret)
             row = await repository.save(row)
@@ -322,6 +306,19 @@ class KeyService:
             self._cache.put(ActiveKey.from_row(row), row.secret_hash)
         if self._events is not None:
             await self._events.announce(row.id)
+
+
+async def _unrevoked(repository: ApiKeyRepository, key_id: str, instead: str) -> ApiKey:
+    """The key's row, to change; ``KeyNotFoundError`` for an unknown id, and for a revoked
+    key (revocation is final) an error whose message ends in ``instead``."""
+    row = await repository.get(key_id)
+    if row is None:
+        raise KeyNotFoundError(key_id)
+    if row.revoked_at is not None:
+        raise InvalidRequestError(
+            f"The key '{key_id}' is revoked; {instead}.", param="id", code="key_revoked"
+        )
+    return row
 
 
 def _apply(row: ApiKey, changes: KeyChanges) -> None:

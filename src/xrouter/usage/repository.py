@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from xrouter.storage.models import UsageRecord, UsageRollup
 from xrouter.usage.periods import Granularity
+from xrouter.usage.rollups import SUMMED_COLUMNS
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,19 +40,7 @@ class UsageTotals:
         return self.ttft_ms_sum / self.ttft_count if self.ttft_count else None
 
     def __add__(self, other: UsageTotals) -> UsageTotals:
-        return UsageTotals(*(getattr(self, name) + getattr(other, name) for name in _SUMMED))
-
-
-_SUMMED = (
-    "requests",
-    "errors",
-    "prompt_tokens",
-    "completion_tokens",
-    "cost_rub",
-    "latency_ms_sum",
-    "ttft_ms_sum",
-    "ttft_count",
-)
+        return UsageTotals(*(getattr(self, name) + getattr(other, name) for name in SUMMED_COLUMNS))
 
 
 class UsageRepository:
@@ -83,7 +72,7 @@ class UsageRepository:
         """Each key's sums from ``since`` (a bucket boundary of ``granularity``) on."""
         if not key_ids:
             return {}
-        columns = [func.sum(getattr(UsageRollup, name)) for name in _SUMMED]
+        columns = [func.sum(getattr(UsageRollup, name)) for name in SUMMED_COLUMNS]
         query = (
             select(UsageRollup.key_id, *columns)
             .where(
@@ -105,4 +94,4 @@ class UsageRepository:
 
 
 def _totals(row: UsageRollup) -> UsageTotals:
-    return UsageTotals(*(getattr(row, name) for name in _SUMMED))
+    return UsageTotals(*(getattr(row, name) for name in SUMMED_COLUMNS))

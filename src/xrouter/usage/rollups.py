@@ -19,7 +19,8 @@ from xrouter.storage.models import ApiKey, UsageRollup
 from xrouter.usage.periods import GRANULARITIES, Calendar
 
 ROLLUP_TABLE: Table = UsageRollup.metadata.tables[UsageRollup.__tablename__]
-_SUMMED = (
+# The rollup columns that add up, in the order ``UsageTotals`` takes them.
+SUMMED_COLUMNS = (
     "requests",
     "errors",
     "prompt_tokens",
@@ -49,7 +50,7 @@ def rollup_rows(records: Iterable[Mapping[str, Any]], calendar: Calendar) -> lis
                     "key_id": key_id,
                     "granularity": granularity,
                     "bucket_start": start,
-                    **dict.fromkeys(_SUMMED, 0),
+                    **dict.fromkeys(SUMMED_COLUMNS, 0),
                 }
             row["requests"] += 1
             row["errors"] += 1 if record["status_code"] >= 400 else 0
@@ -107,7 +108,7 @@ def _upsert(session: AsyncSession) -> Insert:
         raise NotImplementedError(f"usage rollups are not supported on {dialect}")
     # ``excluded`` builds a new alias and column collection on every access: once is enough.
     excluded = insert.excluded
-    updates = {name: ROLLUP_TABLE.c[name] + excluded[name] for name in _SUMMED}
+    updates = {name: ROLLUP_TABLE.c[name] + excluded[name] for name in SUMMED_COLUMNS}
     upsert: Insert = insert.on_conflict_do_update(
         index_elements=["key_id", "granularity", "bucket_start"], set_=updates
     )
