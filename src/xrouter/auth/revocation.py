@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from xrouter.background import stop_tasks
 from xrouter.pubsub import follow_channel
 from xrouter.redis_url import RedisClient
 from xrouter.storage.models import AccessTokenRecord, utc_now
@@ -111,11 +112,7 @@ class RevocationFeed:
     async def close(self) -> None:
         # redis-py's get_message can swallow a cancellation; the flag ends its loop regardless.
         self._closing = True
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(*self._tasks)
         self._tasks.clear()
 
     async def announce(self, revoked: list[tuple[str, float]]) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import logging
 import os
@@ -33,6 +32,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from xrouter.background import stop_tasks
 from xrouter.storage.models import SigningKey, utc_now
 
 logger = logging.getLogger(__name__)
@@ -111,11 +111,8 @@ class SigningKeys:
         self._task = asyncio.create_task(self._run(), name="xrouter-signing-keys")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_tasks(self._task)
+        self._task = None
 
     def signer(self) -> LoadedKey:
         """The key to sign with now: the newest one already active."""

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from xrouter.background import stop_tasks
 from xrouter.keys.format import is_well_formed
 from xrouter.keys.hashing import KeyHasher
 from xrouter.keys.repository import ApiKeyRepository
@@ -115,11 +116,7 @@ class KeyCache:
 
     async def close(self) -> None:
         """Stop the background refresh."""
-        if self._task is None:
-            return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await stop_tasks(self._task)
         self._task = None
 
     def lookup(self, key: str) -> ActiveKey | None:

@@ -10,11 +10,11 @@ reconnects.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from redis.exceptions import RedisError
 
+from xrouter.background import stop_tasks
 from xrouter.keys.cache import KeyCache
 from xrouter.pubsub import follow_channel
 from xrouter.redis_url import RedisClient
@@ -57,11 +57,8 @@ class KeyEvents:
 
     async def close(self) -> None:
         self._closing = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_tasks(self._task)
+        self._task = None
 
     async def announce(self, subject: str) -> None:
         """Tell every instance that ``subject`` (a key id, or an owner) changed. The database

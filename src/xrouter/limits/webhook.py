@@ -9,13 +9,13 @@ keeps the other instances from repeating a notification one of them already sent
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 
+from xrouter.background import stop_tasks
 from xrouter.limits.metrics import Crossing, LimitMetrics
 from xrouter.limits.policy import REDIS_HASH_TAG
 from xrouter.redis_url import RedisClient
@@ -48,11 +48,7 @@ class QuotaWebhook:
         self._task = asyncio.create_task(self._run(), name="xrouter-quota-webhook")
 
     async def close(self) -> None:
-        if self._task is None:
-            return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await stop_tasks(self._task)
         self._task = None
 
     def offer(self, crossing: Crossing) -> None:

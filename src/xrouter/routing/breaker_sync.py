@@ -18,6 +18,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from xrouter.background import stop_tasks
 from xrouter.pubsub import follow_channel
 from xrouter.redis_url import RedisClient
 from xrouter.routing.breaker import BreakerBoard, BreakerState
@@ -53,11 +54,7 @@ class BreakerSync:
 
     async def close(self) -> None:
         self._closing = True
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(*self._tasks)
         self._tasks.clear()
 
     def _on_transition(

@@ -23,6 +23,8 @@ class ModelCatalog:
         self._fetch_timeout = fetch_timeout
         self._cards: dict[str, list[ModelCard]] = {}
         self._ids: dict[str, dict[str, str]] = {}
+        # Every listed card by id, for ``card`` on the request path.
+        self._by_id: dict[str, ModelCard] = {}
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -47,13 +49,16 @@ class ModelCatalog:
                 continue
             self._cards[name] = result
             self._ids[name] = {card.id: card.type for card in result}
+        self._by_id = {}
+        for card in self.models():
+            self._by_id.setdefault(card.id, card)
 
     def models(self) -> list[ModelCard]:
         return [card for name in sorted(self._cards) for card in self._cards[name]]
 
     def card(self, model_id: str) -> ModelCard | None:
         """The listed model ``model_id``, if a provider lists it."""
-        return next((card for card in self.models() if card.id == model_id), None)
+        return self._by_id.get(model_id)
 
     def knows(self, target: ModelTarget, kind: str) -> bool | None:
         """Whether the provider serves this model for ``kind``; None while its list is unknown."""

@@ -31,6 +31,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from xrouter.background import stop_tasks
 from xrouter.storage.models import UsageRecord, new_id, utc_now
 from xrouter.usage.journal import AdoptedSegment, Segment, UsageJournal
 from xrouter.usage.periods import Calendar
@@ -226,9 +227,7 @@ class UsageRecorder:
                 async with asyncio.timeout(timeout):
                     await asyncio.shield(self._task)
             except TimeoutError:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+                await stop_tasks(self._task)
         if self._buffer:
             journaled = sum(count for segment, count in self._origins if segment is not None)
             # Journaled events are written by the next process to start (or adopt them).

@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from xrouter.background import stop_tasks
 from xrouter.redis_url import RedisClient
 from xrouter.storage.models import UsageRollup
 from xrouter.usage.periods import Calendar
@@ -88,11 +89,8 @@ class MonthlySpend:
 
     async def close(self) -> None:
         """Stop syncing, pushing what this instance spent since the last sync."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_tasks(self._task)
+        self._task = None
         if self._redis is not None and self._unpushed:
             with contextlib.suppress(RedisError, OSError, TimeoutError):
                 await self._sync_redis()
