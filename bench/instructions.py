@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import subprocess
 import sys
 import tempfile
@@ -51,17 +52,31 @@ def control(pid: int, *arguments: str) -> None:
     subprocess.run(["callgrind_control", *arguments, str(pid)], capture_output=True, check=True)
 
 
-def counted(output: Path, before: set[Path]) -> int:
-    """Instructions in the newest dump of callgrind (its last ``totals:`` line)."""
-    dumps = sorted(set(output.parent.glob(output.name + "*")) - before)
+def newest_dump(output: Path, before: set[Path]) -> Path:
+    return sorted(set(output.parent.glob(output.name + "*")) - before)[-1]
+
+
+def counted(dump: Path) -> int:
+    """Instructions in a callgrind dump (its last ``totals:`` line)."""
     totals = [
-        int(line.split()[1])
-        for line in dumps[-1].read_text().splitlines()
-        if line.startswith("totals:")
+        int(line.split()[1]) for line in dump.read_text().splitlines() if line.startswith("totals:")
     ]
     if not totals:
-        raise RuntimeError(f"no totals in {dumps[-1]}")
+        raise RuntimeError(f"no totals in {dump}")
     return totals[-1]
+
+
+def top_functions(dump: Path, count: int) -> str:
+    """The ``count`` C functions with the most instructions of their own (the interpreter's
+    loop, the allocator, the collector, msgspec, the HTTP parser, system calls...)."""
+    report = subprocess.run(
+        ["callgrind_annotate", "--inclusive=no", "--threshold=100", str(dump)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rows = [line for line in report.splitlines() if re.match(r"^\s*[\d,]+ \(", line)]
+    return "\n".join(rows[1 : count + 1])
 
 
 def main() -> int:
@@ -71,6 +86,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=600, help="counted requests per kind")
     parser.add_argument("--limits", choices=["redis", "memory"], default="redis")
     parser.add_argument("--src", type=Path, help="import xrouter from this directory")
+    parser.add_argument("--top", type=int, default=0, help="also list the top C functions")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="xrouter-instructions-") as directory:
         workdir = Path(directory)
@@ -96,6 +112,8 @@ def main() -> int:
             env=environment,
             cwd=workdir,
             log=workdir / "gateway.log",
+            # Under callgrind, starting takes fifty times as long; longer on a busy machine.
+            ready_within=600,
         )
         try:
             key = create_key(environment, workdir, gateway.url)
@@ -112,8 +130,11 @@ def main() -> int:
                 before = set(workdir.glob(output.name + "*"))
                 control(pid, "-d")
                 time.sleep(0.5)
-                per_request = counted(output, before) / args.requests
+                dump = newest_dump(output, before)
+                per_request = counted(dump) / args.requests
                 print(f"{kind}: {per_request / 1e6:.3f} M instructions per request", flush=True)
+                if args.top:
+                    print(top_functions(dump, args.top), flush=True)
         finally:
             gateway.stop()
             emulator.stop()

@@ -80,6 +80,7 @@ def start(
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
     log: Path | None = None,
+    ready_within: float = 60,
 ) -> Process:
     """Run ``command`` (under ``taskset -c cpu``) and wait until ``ready_path`` answers."""
     prefix = ["taskset", "-c", cpu] if cpu is not None else []
@@ -92,7 +93,7 @@ def start(
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + ready_within
     while True:
         try:
             httpx.request(

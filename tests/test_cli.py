@@ -6,6 +6,7 @@ import json
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,6 +99,19 @@ def test_port_in_use_fails_with_one_line_before_the_banner(tmp_path: Path) -> No
         port = taken.getsockname()[1]
         result = xrouter(tmp_path, "serve", XROUTER_PORT=str(port))
     assert f"cannot listen on 127.0.0.1:{port}" in assert_one_line_before_banner(result)
+
+
+def test_the_serving_process_never_imports_alembic() -> None:
+    # What `python -m xrouter serve` imports before it starts serving: the command line with
+    # every subcommand's parser, the server and the app.
+    probe = (
+        "import sys, xrouter.cli, xrouter.server, xrouter.storage.schema_version;"
+        "print(sorted({name.split('.')[0] for name in sys.modules} & {'alembic', 'mako'}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]"
 
 
 def test_keys_create_list_revoke(tmp_path: Path) -> None:

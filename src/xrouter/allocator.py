@@ -6,8 +6,7 @@ large upstream answers (the gateway reads up to 32 MiB), every later large buffe
 heap instead, and a fragmented heap is not given back: a worker that once relayed a burst of
 huge answers stays at a gigabyte of resident memory. A fixed threshold turns the adjustment
 off. Chat answers and stream chunks are far below it, so the hot path never pays a system call
-for it. Fewer arenas keep the threads that aiohttp's resolver and file I/O use from each
-growing a heap of their own.
+for it.
 """
 
 from __future__ import annotations

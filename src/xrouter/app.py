@@ -6,9 +6,10 @@ import logging
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from xrouter.api.app import create_control_plane
+from xrouter.api.on_demand import OnDemandControlPlane
 from xrouter.gateway.app import GatewayApp
 from xrouter.gateway.middleware import RequestContextMiddleware
+from xrouter.gc_pauses import freeze_startup_objects
 from xrouter.runtime import Runtime
 from xrouter.settings import Settings
 
@@ -18,11 +19,14 @@ log = logging.getLogger(__name__)
 class XRouterApp:
     """Dispatches by path prefix and runs the runtime's start and close in the lifespan."""
 
-    def __init__(self, settings: Settings, *, handle_signals: bool = False) -> None:
+    def __init__(
+        self, settings: Settings, *, handle_signals: bool = False, freeze_after_start: bool = False
+    ) -> None:
         self.handle_signals = handle_signals
+        self.freeze_after_start = freeze_after_start
         self.runtime = Runtime(settings)
         self.gateway = GatewayApp(self.runtime)
-        self.control_plane = create_control_plane(self.runtime)
+        self.control_plane = OnDemandControlPlane(self.runtime)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -45,6 +49,8 @@ class XRouterApp:
                     return
                 if self.handle_signals:
                     self.runtime.drain.install()
+                if self.freeze_after_start:
+                    freeze_startup_objects()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.runtime.close()
@@ -52,6 +58,11 @@ class XRouterApp:
                 return
 
 
-def create_app(settings: Settings, *, handle_signals: bool = False) -> ASGIApp:
-    """The app; ``handle_signals`` (the real server's main thread only) drains on SIGTERM."""
-    return RequestContextMiddleware(XRouterApp(settings, handle_signals=handle_signals))
+def create_app(
+    settings: Settings, *, handle_signals: bool = False, freeze_after_start: bool = False
+) -> ASGIApp:
+    """The app; ``handle_signals`` (the real server's main thread only) drains on SIGTERM;
+    ``freeze_after_start`` (a serving process of its own, not a test) keeps its startup
+    objects out of later garbage collections."""
+    app = XRouterApp(settings, handle_signals=handle_signals, freeze_after_start=freeze_after_start)
+    return RequestContextMiddleware(app)

@@ -87,7 +87,7 @@ def _serve(settings: Settings) -> int:
     from xrouter.logs import configure_logging
     from xrouter.preflight import check_before_serving
     from xrouter.server import serve
-    from xrouter.storage.migrate import upgrade
+    from xrouter.storage.schema_version import is_current, upgrade_in_child
 
     # Routes and the address are checked before anything starts, so a wrong routes file, a
     # route to a provider that is not enabled or a port in use is one line, as a wrong setting is.
@@ -97,8 +97,14 @@ def _serve(settings: Settings) -> int:
         print(f"xrouter: invalid configuration: {error}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
-    if settings.is_embedded_database:
-        upgrade(settings.database_url)
+    # In a child process: Alembic would otherwise stay in this one's memory while it serves.
+    if (
+        settings.is_embedded_database
+        and not is_current(settings.database_url)
+        and not upgrade_in_child(settings.database_url, settings.log_level)
+    ):
+        print("xrouter: migrating the embedded database failed (see above)", file=sys.stderr)
+        return 1
     print(_banner(settings), file=sys.stderr, flush=True)
     serve(settings)
     return 0

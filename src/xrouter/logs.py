@@ -57,6 +57,9 @@ def configure_logging(level: str) -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
+    # Nor the caller's file and line, which logging finds by walking the stack for each record
+    # (the documented switch for that is this module attribute).
+    logging._srcfile = None
     # uvicorn's access log duplicates the gateway's own request logging.
     logging.getLogger("uvicorn.access").disabled = True
     for name in ("uvicorn", "uvicorn.error"):

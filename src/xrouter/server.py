@@ -11,7 +11,6 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from xrouter.allocator import tune_allocator
-from xrouter.app import create_app
 from xrouter.logs import configure_logging
 from xrouter.observability.multiprocess import shared_directory
 from xrouter.settings import Settings, load_settings
@@ -19,10 +18,12 @@ from xrouter.settings import Settings, load_settings
 
 def app_from_environment() -> ASGIApp:
     """Factory for worker processes: each builds its own settings from the environment."""
+    from xrouter.app import create_app
+
     settings = load_settings()
     configure_logging(settings.log_level)
     tune_allocator()
-    return create_app(settings, handle_signals=True)
+    return create_app(settings, handle_signals=True, freeze_after_start=True)
 
 
 def exit_cleanly_on_sigterm() -> None:
@@ -61,6 +62,11 @@ def serve(settings: Settings) -> None:
                 **common,
             )
     else:
+        # Imported here: with several workers the supervisor only watches them, and the app's
+        # modules would be tens of MiB it never uses.
+        from xrouter.app import create_app
+
         tune_allocator()
         exit_cleanly_on_sigterm()
-        uvicorn.run(create_app(settings, handle_signals=True), **common)
+        app = create_app(settings, handle_signals=True, freeze_after_start=True)
+        uvicorn.run(app, **common)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -13,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from xrouter.keys.cache import ActiveKey, KeyCache
 from xrouter.keys.format import display_prefix, generate_key
 from xrouter.keys.hashing import KeyHasher
-from xrouter.keys.service import KeyService
+from xrouter.keys.service import KeyChanges, KeyService
 from xrouter.storage.database import create_engine, session_factory
 from xrouter.storage.models import ApiKey, new_id
 
@@ -184,3 +185,28 @@ async def test_start_fails_when_the_database_is_down(counting: CountingSessions)
     with pytest.raises(OperationalError):
         await cache.start()
     await cache.close()
+
+
+async def test_a_refresh_read_before_a_local_change_does_not_undo_it(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A refresh whose query ran while this process changed a key (a PATCH enabling it) must
+    not put back the version it read (still disabled): it reads again instead."""
+    service = KeyService(sessions, KeyHasher(PEPPER))
+    created = await service.create("toggled")
+    await service.update(created.info.id, KeyChanges(disabled=True))
+    cache = KeyCache(sessions, KeyHasher(PEPPER), 60)
+    await cache.start()
+    try:
+        found = cache.lookup(created.key)
+        assert found is not None
+        assert found.disabled
+        refresh = asyncio.create_task(cache.refresh())
+        await asyncio.sleep(0)  # the refresh is now waiting for its query
+        cache.put(replace(found, disabled=False), KeyHasher(PEPPER).digest(created.key))
+        await refresh
+        kept = cache.lookup(created.key)
+        assert kept is not None
+        assert not kept.disabled
+    finally:
+        await cache.close()

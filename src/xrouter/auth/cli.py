@@ -19,7 +19,6 @@ from xrouter.errors import InvalidRequestError
 from xrouter.keys.hashing import KeyHasher, load_pepper
 from xrouter.settings import ConfigurationError, Settings
 from xrouter.storage.database import create_engine, redacted, session_factory
-from xrouter.storage.migrate import upgrade_async
 
 
 def add_user_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,6 +87,10 @@ def _guarded(settings: Settings, command: Command) -> int:
 
 async def _with_database(settings: Settings, command: Command) -> int:
     if settings.is_embedded_database:
+        # Imported here: `xrouter serve` builds this module's parser but never migrates
+        # through it, and Alembic would stay in its memory.
+        from xrouter.storage.migrate import upgrade_async
+
         await upgrade_async(settings.database_url)
     engine = create_engine(settings.database_url)
     try:

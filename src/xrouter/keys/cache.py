@@ -97,6 +97,9 @@ class KeyCache:
         self._keys: dict[str, ActiveKey] = {}
         self._digest_by_id: dict[str, str] = {}
         self._watermark: datetime | None = None
+        # Counts this process's own puts and drops: rows read while one happened may predate
+        # it, and applying them would bring back the old key (say, still disabled).
+        self._local_changes = 0
         self._loaded_at = 0.0
         self._last_success = 0.0
         self._failures = 0
@@ -130,13 +133,22 @@ class KeyCache:
         return self._keys.get(self._hasher.digest(key))
 
     def put(self, key: ActiveKey, secret_hash: str) -> None:
-        """Add or replace a key this process just created (no wait for the next refresh)."""
-        self.drop(key.id)
-        self._keys[secret_hash] = key
-        self._digest_by_id[key.id] = secret_hash
+        """Add or replace a key this process just created or changed (no wait for the next
+        refresh)."""
+        self._local_changes += 1
+        self._put(key, secret_hash)
 
     def drop(self, key_id: str) -> None:
         """Forget a key this process just revoked (no wait for the next refresh)."""
+        self._local_changes += 1
+        self._drop(key_id)
+
+    def _put(self, key: ActiveKey, secret_hash: str) -> None:
+        self._drop(key.id)
+        self._keys[secret_hash] = key
+        self._digest_by_id[key.id] = secret_hash
+
+    def _drop(self, key_id: str) -> None:
         digest = self._digest_by_id.pop(key_id, None)
         if digest is not None:
             self._keys.pop(digest, None)
@@ -159,14 +171,28 @@ class KeyCache:
             await self._load_all()
             return
         since = self._watermark - self._overlap if self._watermark is not None else None
+        changes = self._local_changes
         async with asyncio.timeout(QUERY_TIMEOUT_SECONDS), self._sessions() as session:
             rows = await ApiKeyRepository(session).changed_since(since)
+        if self._read_again(changes):
+            return
         self._apply(rows)
         self._last_success = time.monotonic()
 
+    def _read_again(self, changes: int) -> bool:
+        """Whether this process changed a key since ``changes`` was read: then the rows just
+        read may be older than that change, and the next refresh (right away) reads again."""
+        if self._local_changes == changes:
+            return False
+        self.refresh_soon()
+        return True
+
     async def _load_all(self) -> None:
+        changes = self._local_changes
         async with asyncio.timeout(QUERY_TIMEOUT_SECONDS), self._sessions() as session:
             rows = await ApiKeyRepository(session).active_all()
+        if self._wake is not None and self._read_again(changes):
+            return
         by_digest: dict[str, ActiveKey] = {}
         digest_by_id: dict[str, str] = {}
         for row in rows:
@@ -180,9 +206,9 @@ class KeyCache:
     def _apply(self, rows: Sequence[ApiKey]) -> None:
         for row in rows:
             if row.revoked_at is None:
-                self.put(ActiveKey.from_row(row), row.secret_hash)
+                self._put(ActiveKey.from_row(row), row.secret_hash)
             else:
-                self.drop(row.id)
+                self._drop(row.id)
         self._advance_watermark(rows)
 
     def _advance_watermark(self, rows: Iterable[ApiKey]) -> None:

@@ -7,6 +7,10 @@ the instances' clocks do not matter. Scripts run by ``EVALSHA``; after a Redis r
 script. Every key shares one hash tag, so the scripts work on Redis Cluster too: all of them
 live on the one slot, which one primary serves.
 
+A single server (``redis://``, ``rediss://``) is reached through ``PipelinedRedis``: one
+connection that every concurrent check shares, at a fraction of redis-py's cost per call.
+Sentinel and Cluster URLs, and URLs with options that client does not implement, use redis-py.
+
 A cluster client first learns which node serves which slot, and learns it again after a node
 fails: that load runs as a task of its own that a call waits for within its budget but never
 cancels, so a load that outlasts one call's few milliseconds completes for the next call.
@@ -23,13 +27,18 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from xrouter.limits.backend import BackendUnavailableError
 from xrouter.limits.gcra import MAX_SLACK_SECONDS, BucketState, Decision
+from xrouter.limits.pipelined_redis import PipelinedRedis
 from xrouter.limits.policy import Limit
 from xrouter.redis_url import RedisClient, connect_redis, needs_topology
+
+# The clients the limiter works with: both run scripts with ``evalsha`` / ``eval``.
+LimiterClient = RedisClient | PipelinedRedis
 
 # The server's clock, unless the caller passes a time (tests of window edges do).
 _NOW = """
@@ -123,17 +132,22 @@ class RedisScript:
         self.source = source
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
 
-    async def run(self, client: RedisClient, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def run(self, client: LimiterClient, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
         except redis_errors.NoScriptError:
             return await client.eval(self.source, len(keys), *keys, *args)
 
 
-def limiter_client(url: str) -> RedisClient:
+def limiter_client(url: str) -> LimiterClient:
     """The limiter's own Redis client: no retries of its own (every call has a budget of a few
-    milliseconds; the failure policy decides what a failure means) and its own pool, so a
-    restart of Redis is handled without disturbing other users of Redis."""
+    milliseconds; the failure policy decides what a failure means) and its own connections, so
+    a restart of Redis is handled without disturbing other users of Redis. A single server
+    gets the pipelined client; Sentinel and Cluster get redis-py."""
+    with contextlib.suppress(ValueError):
+        return PipelinedRedis.from_url(
+            url, connect_timeout=CONNECT_TIMEOUT_SECONDS, reply_timeout=CONNECT_TIMEOUT_SECONDS
+        )
     return connect_redis(
         url,
         retry=Retry(NoBackoff(), 0),
@@ -142,7 +156,8 @@ def limiter_client(url: str) -> RedisClient:
     )
 
 
-async def _drop_idle_connections(client: RedisClient) -> None:
+async def _drop_idle_connections(client: LimiterClient) -> None:
+    # The pipelined client has one connection, which it replaces itself once it is lost.
     if isinstance(client, aioredis.Redis):
         await client.connection_pool.disconnect(inuse_connections=False)
 
@@ -156,7 +171,7 @@ class RedisBackend:
 
     def __init__(
         self,
-        client: RedisClient,
+        client: LimiterClient,
         timeout: float,
         *,
         observe_latency: Callable[[float], None] | None = None,
@@ -171,7 +186,8 @@ class RedisBackend:
         self._acquire = RedisScript(ACQUIRE_SCRIPT)
         self._adjust = RedisScript(ADJUST_SCRIPT)
         self._topology: asyncio.Task[Any] | None = None
-        if needs_topology(client):
+        self._cluster = client if isinstance(client, RedisCluster) else None
+        if self._cluster is not None and needs_topology(self._cluster):
             # Built inside the running worker: the first requests find the topology loaded.
             with contextlib.suppress(RuntimeError):
                 asyncio.get_running_loop()
@@ -211,9 +227,10 @@ class RedisBackend:
 
     def _load_topology(self) -> asyncio.Task[Any]:
         """The one task (re)loading a cluster client's topology, started if none runs."""
+        assert self._cluster is not None
         if self._topology is None or self._topology.done():
             self._topology = asyncio.create_task(
-                asyncio.wait_for(self._client.initialize(), CONNECT_TIMEOUT_SECONDS),
+                asyncio.wait_for(self._cluster.initialize(), CONNECT_TIMEOUT_SECONDS),
                 name="xrouter-limiter-topology",
             )
             # Its failure is the waiting calls' to report; nobody may be waiting.
@@ -221,7 +238,7 @@ class RedisBackend:
         return self._topology
 
     async def _run(self, script: RedisScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        if needs_topology(self._client):
+        if self._cluster is not None and needs_topology(self._cluster):
             await asyncio.shield(self._load_topology())
         return await script.run(self._client, keys, args)
 

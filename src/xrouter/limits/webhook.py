@@ -18,7 +18,7 @@ import aiohttp
 from xrouter.background import stop_tasks
 from xrouter.limits.metrics import Crossing, LimitMetrics
 from xrouter.limits.policy import REDIS_HASH_TAG
-from xrouter.redis_url import RedisClient
+from xrouter.limits.redis_backend import LimiterClient
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class QuotaWebhook:
         url: str,
         session: aiohttp.ClientSession,
         metrics: LimitMetrics,
-        redis_client: RedisClient | None = None,
+        redis_client: LimiterClient | None = None,
     ) -> None:
         self._url = url
         self._session = session

@@ -7,15 +7,16 @@ provider module only maps the error bodies its upstream sends.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
-from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from time import time
 
 import aiohttp
 from aiohttp.http_exceptions import LineTooLong
+from yarl import URL
 
 from xrouter.errors import GatewayError, UpstreamError
 from xrouter.providers.base import Provider, UpstreamRequest
@@ -65,70 +66,100 @@ class UpstreamTransport:
         """Send a request and return the body of a 2xx answer; anything else raises.
 
         ``timeouts`` replace the session's for this request (a route's or target's own)."""
-        async with self._exchange(provider, request, timeouts) as response:
+        response = await self._exchange(provider, request, timeouts)
+        try:
             return await _read_limited(response, MAX_RESPONSE_BYTES, provider)
+        except GatewayError:
+            raise
+        except Exception as error:
+            raise transport_error(provider.name, error) from error
+        finally:
+            response.release()
 
     async def stream_lines(
         self, provider: Provider, request: UpstreamRequest, timeouts: Timeouts | None = None
     ) -> AsyncGenerator[bytes, None]:
         """Send a request and yield the lines of a 2xx streamed answer as they arrive."""
         first_byte_at = _first_byte_deadline(timeouts)
-        async with self._exchange(provider, request, timeouts, first_byte_at) as response:
+        response = await self._exchange(provider, request, timeouts, first_byte_at)
+        try:
             content = response.content
             if first_byte_at is not None:
-                try:
-                    async with asyncio.timeout_at(first_byte_at):
-                        first = await content.readline()
-                except Exception as error:
-                    raise transport_error(provider.name, error) from error
+                async with asyncio.timeout_at(first_byte_at):
+                    first = await content.readline()
                 if not first:
                     return
                 yield first.rstrip(b"\r\n")
             async for line in content:
                 yield line.rstrip(b"\r\n")
+        except GatewayError:
+            raise
+        except Exception as error:
+            raise transport_error(provider.name, error) from error
+        finally:
+            # A stream left half-read (client gone, fallback) does not go back to the pool:
+            # release() closes a connection whose answer has not ended.
+            response.release()
 
-    @asynccontextmanager
     async def _exchange(
         self,
         provider: Provider,
         request: UpstreamRequest,
         timeouts: Timeouts | None = None,
         first_byte_at: float | None = None,
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """The 2xx response to ``request``. A refused credential is renewed and tried once
-        more; failures below HTTP become ``UpstreamError``s."""
+    ) -> aiohttp.ClientResponse:
+        """The open 2xx response to ``request``, for the caller to release. A refused
+        credential is renewed and tried once more; failures below HTTP become
+        ``UpstreamError``s."""
         options: dict[str, object] = {}
         if timeouts is not None:
-            options["timeout"] = timeouts.client_timeout()
+            options["timeout"] = _client_timeout(timeouts)
             if first_byte_at is None:
                 first_byte_at = _first_byte_deadline(timeouts)
+        url = _parsed_url(request.url)
         try:
             for attempt in (1, 2):
                 headers = {**request.headers, **(await provider.auth_headers())}
-                # The first-byte clock covers sending and the wait for the response head.
-                async with (
-                    asyncio.timeout_at(first_byte_at) as waiting,
-                    self._session.request(
-                        request.method,
-                        request.url,
-                        data=request.body,
-                        headers=headers,
-                        ssl=_ssl_option(provider),
-                        **options,  # type: ignore[arg-type]
-                    ) as response,
-                ):
-                    waiting.reschedule(None)
-                    if response.status < 300:
-                        yield response
-                        return
+                sending = self._session.request(
+                    request.method,
+                    url,
+                    data=request.body,
+                    headers=headers,
+                    ssl=_ssl_option(provider),
+                    **options,  # type: ignore[arg-type]
+                )
+                if first_byte_at is None:
+                    response = await sending
+                else:
+                    # The first-byte clock covers sending and the wait for the response head.
+                    async with asyncio.timeout_at(first_byte_at):
+                        response = await sending
+                if response.status < 300:
+                    return response
+                try:
                     if attempt == 1 and response.status in provider.reauthenticate_on:
                         await provider.invalidate_credentials()
                         continue
                     raise await _error_from(provider, response)
+                finally:
+                    response.release()
         except GatewayError:
             raise
         except Exception as error:
             raise transport_error(provider.name, error) from error
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
+
+@functools.lru_cache(maxsize=64)
+def _client_timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
+    # A handful of distinct timeouts per deployment (routes, targets): built once each.
+    return timeouts.client_timeout()
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_url(url: str) -> URL:
+    # aiohttp parses a str URL on every request; the upstream URLs are a few fixed ones.
+    return URL(url)
 
 
 def _first_byte_deadline(timeouts: Timeouts | None) -> float | None:

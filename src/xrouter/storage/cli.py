@@ -5,12 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from alembic.util import CommandError
 from sqlalchemy.exc import SQLAlchemyError
 
 from xrouter.settings import Settings
 from xrouter.storage.database import redacted
-from xrouter.storage.migrate import current_revision, head_revision, upgrade
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run the chosen ``xrouter db`` subcommand; return the process exit code."""
+    # Imported here, not with the parser that `xrouter serve` builds: Alembic would stay in
+    # the serving process's memory.
+    from alembic.util import CommandError
+
+    from xrouter.storage.migrate import current_revision, head_revision, upgrade
+
     url = settings.database_url
     try:
         if args.db_command == "upgrade":

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import tempfile
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
+from xrouter.logs import configure_logging
 from xrouter.storage.database import create_engine
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -100,14 +102,22 @@ def make_revision(message: str, *, autogenerate: bool, database_url: str | None 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m xrouter.storage.migrate revision -m MESSAGE [--autogenerate]``."""
+    """``python -m xrouter.storage.migrate revision -m MESSAGE [--autogenerate]``; and
+    ``... upgrade`` with the database URL on stdin, which ``xrouter serve`` runs as a child
+    process (storage/schema_version.py) so that the serving process never imports Alembic."""
     parser = argparse.ArgumentParser(prog="python -m xrouter.storage.migrate")
     commands = parser.add_subparsers(dest="command", required=True)
     revision = commands.add_parser("revision", help="write a new migration file")
     revision.add_argument("-m", "--message", required=True)
     revision.add_argument("--autogenerate", action="store_true")
     revision.add_argument("--database-url", default=None)
+    migrate = commands.add_parser("upgrade", help="migrate the database named on stdin to head")
+    migrate.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
+    if args.command == "upgrade":
+        configure_logging(args.log_level)
+        upgrade(sys.stdin.read().strip())
+        return 0
     make_revision(args.message, autogenerate=args.autogenerate, database_url=args.database_url)
     return 0
 
