@@ -5,10 +5,9 @@ only the calls that were waiting."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
 import pytest
@@ -193,16 +192,6 @@ def test_it_works_on_uvloop_as_in_the_gateway(private_redis: PrivateRedis) -> No
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(scenario())
-
-
-@pytest.fixture
-def silent_server() -> Iterator[int]:
-    """A TCP server that accepts connections and never answers."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    yield listener.getsockname()[1]
-    listener.close()
 
 
 async def test_a_silent_server_fails_the_waiting_calls(silent_server: int) -> None:

@@ -4,9 +4,8 @@ under concurrency, one slot per request, and bounded failures."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -115,16 +114,6 @@ async def test_keys_of_all_scopes_share_one_cluster_slot(client: aioredis.Redis)
     (limit,) = fresh_limits(("rpm", 60))
     await RedisBackend(client, 1.0).acquire([limit], [1])
     assert 0 < await client.pttl(limit.storage_key) <= 2000
-
-
-@pytest.fixture
-def silent_server() -> Iterator[int]:
-    """A TCP server that accepts connections and never answers."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    yield listener.getsockname()[1]
-    listener.close()
 
 
 async def test_a_silent_redis_is_a_timeout(silent_server: int) -> None:

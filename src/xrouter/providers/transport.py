@@ -16,7 +16,6 @@ from time import time
 
 import aiohttp
 from aiohttp.http_exceptions import LineTooLong
-from yarl import URL
 
 from xrouter.errors import GatewayError, UpstreamError
 from xrouter.providers.base import Provider, UpstreamRequest
@@ -68,11 +67,8 @@ class UpstreamTransport:
         ``timeouts`` replace the session's for this request (a route's or target's own)."""
         response = await self._exchange(provider, request, timeouts)
         try:
-            return await _read_limited(response, MAX_RESPONSE_BYTES, provider)
-        except GatewayError:
-            raise
-        except Exception as error:
-            raise transport_error(provider.name, error) from error
+            with _TransportFailures(provider.name):
+                return await _read_limited(response, MAX_RESPONSE_BYTES, provider)
         finally:
             response.release()
 
@@ -83,19 +79,16 @@ class UpstreamTransport:
         first_byte_at = _first_byte_deadline(timeouts)
         response = await self._exchange(provider, request, timeouts, first_byte_at)
         try:
-            content = response.content
-            if first_byte_at is not None:
-                async with asyncio.timeout_at(first_byte_at):
-                    first = await content.readline()
-                if not first:
-                    return
-                yield first.rstrip(b"\r\n")
-            async for line in content:
-                yield line.rstrip(b"\r\n")
-        except GatewayError:
-            raise
-        except Exception as error:
-            raise transport_error(provider.name, error) from error
+            with _TransportFailures(provider.name):
+                content = response.content
+                if first_byte_at is not None:
+                    async with asyncio.timeout_at(first_byte_at):
+                        first = await content.readline()
+                    if not first:
+                        return
+                    yield first.rstrip(b"\r\n")
+                async for line in content:
+                    yield line.rstrip(b"\r\n")
         finally:
             # A stream left half-read (client gone, fallback) does not go back to the pool:
             # release() closes a connection whose answer has not ended.
@@ -116,13 +109,12 @@ class UpstreamTransport:
             options["timeout"] = _client_timeout(timeouts)
             if first_byte_at is None:
                 first_byte_at = _first_byte_deadline(timeouts)
-        url = _parsed_url(request.url)
-        try:
+        with _TransportFailures(provider.name):
             for attempt in (1, 2):
                 headers = {**request.headers, **(await provider.auth_headers())}
                 sending = self._session.request(
                     request.method,
-                    url,
+                    request.url,
                     data=request.body,
                     headers=headers,
                     ssl=_ssl_option(provider),
@@ -143,10 +135,6 @@ class UpstreamTransport:
                     raise await _error_from(provider, response)
                 finally:
                     response.release()
-        except GatewayError:
-            raise
-        except Exception as error:
-            raise transport_error(provider.name, error) from error
         raise AssertionError("unreachable: the second attempt returns or raises")
 
 
@@ -156,10 +144,23 @@ def _client_timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
     return timeouts.client_timeout()
 
 
-@functools.lru_cache(maxsize=256)
-def _parsed_url(url: str) -> URL:
-    # aiohttp parses a str URL on every request; the upstream URLs are a few fixed ones.
-    return URL(url)
+class _TransportFailures:
+    """Turns a failure below HTTP inside the block into an ``UpstreamError``; gateway errors
+    and cancellations pass through. A class, not a generator: it runs on every request."""
+
+    __slots__ = ("provider",)
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: object
+    ) -> None:
+        if isinstance(error, Exception) and not isinstance(error, GatewayError):
+            raise transport_error(self.provider, error) from error
 
 
 def _first_byte_deadline(timeouts: Timeouts | None) -> float | None:
