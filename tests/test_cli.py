@@ -6,7 +6,6 @@ import json
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 
 from tests.gateway_processes import XROUTER, GatewayProcess, clean_environment
 from tests.log_secrets import keep_output, register_secret
+from tests.serving_imports import imported_of
 
 
 def xrouter(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -102,16 +102,7 @@ def test_port_in_use_fails_with_one_line_before_the_banner(tmp_path: Path) -> No
 
 
 def test_the_serving_process_never_imports_alembic() -> None:
-    # What `python -m xrouter serve` imports before it starts serving: the command line with
-    # every subcommand's parser, the server and the app.
-    probe = (
-        "import sys, xrouter.cli, xrouter.server, xrouter.storage.schema_version;"
-        "print(sorted({name.split('.')[0] for name in sys.modules} & {'alembic', 'mako'}))"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert result.stdout.strip() == "[]"
+    assert imported_of({"alembic", "mako"}) == []
 
 
 def test_keys_create_list_revoke(tmp_path: Path) -> None:

@@ -4,13 +4,12 @@ other path builds it, once."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.serving_imports import imported_of
 from xrouter.api.on_demand import OnDemandControlPlane
 from xrouter.runtime import Runtime
 from xrouter.settings import Settings
@@ -70,11 +69,4 @@ async def test_probes_other_than_get_go_to_the_control_plane(
 
 
 def test_serving_imports_no_control_plane_until_it_is_used() -> None:
-    probe = (
-        "import sys, xrouter.cli, xrouter.server;"
-        "print(sorted({name.split('.')[0] for name in sys.modules} & {'fastapi', 'jinja2'}))"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert result.stdout.strip() == "[]"
+    assert imported_of({"fastapi", "jinja2"}) == []

@@ -19,6 +19,7 @@ from xrouter.errors import InvalidRequestError
 from xrouter.keys.hashing import KeyHasher, load_pepper
 from xrouter.settings import ConfigurationError, Settings
 from xrouter.storage.database import create_engine, redacted, session_factory
+from xrouter.storage.schema_version import migrate_embedded
 
 
 def add_user_arguments(parser: argparse.ArgumentParser) -> None:
@@ -86,12 +87,7 @@ def _guarded(settings: Settings, command: Command) -> int:
 
 
 async def _with_database(settings: Settings, command: Command) -> int:
-    if settings.is_embedded_database:
-        # Imported here: `xrouter serve` builds this module's parser but never migrates
-        # through it, and Alembic would stay in its memory.
-        from xrouter.storage.migrate import upgrade_async
-
-        await upgrade_async(settings.database_url)
+    await migrate_embedded(settings)
     engine = create_engine(settings.database_url)
     try:
         return await command(session_factory(engine), load_pepper(settings))

@@ -30,6 +30,7 @@ from xrouter.keys.service import (
 from xrouter.redis_url import connect_redis
 from xrouter.settings import ConfigurationError, Settings
 from xrouter.storage.database import create_engine, redacted, session_factory
+from xrouter.storage.schema_version import migrate_embedded
 from xrouter.usage.periods import GRANULARITIES, Calendar
 from xrouter.usage.service import UsageService
 
@@ -193,13 +194,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
-    if settings.is_embedded_database:
-        # The embedded database needs no setup step: bring it to the current schema here.
-        # Imported here: `xrouter serve` builds this module's parser but never migrates
-        # through it, and Alembic would stay in its memory.
-        from xrouter.storage.migrate import upgrade_async
-
-        await upgrade_async(settings.database_url)
+    await migrate_embedded(settings)
     engine = create_engine(settings.database_url)
     redis_client = connect_redis(settings.redis_url) if settings.redis_url else None
     try:

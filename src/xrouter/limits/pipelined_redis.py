@@ -40,6 +40,8 @@ from redis.asyncio.connection import RedisSSLContext, parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, RedisError
 
+from xrouter.background import consume_failure
+
 # URL options this client understands beyond host, port, credentials and database: the TLS
 # settings, passed to redis-py's own TLS context so that they mean what they mean there.
 _TLS_OPTIONS = {
@@ -256,11 +258,7 @@ class PipelinedRedis:
         return await connection.send(command)
 
     async def evalsha(self, sha: str, numkeys: int, *keys_and_args: str | int | float) -> Any:
-        command = _pack(("EVALSHA", sha, numkeys, *keys_and_args))
-        connection = self._connection
-        if connection is None or not connection.open:
-            connection = await self._connected()
-        return await connection.send(command)
+        return await self.execute("EVALSHA", sha, numkeys, *keys_and_args)
 
     async def eval(self, script: str, numkeys: int, *keys_and_args: str | int | float) -> Any:
         return await self.execute("EVAL", script, numkeys, *keys_and_args)
@@ -299,7 +297,7 @@ class PipelinedRedis:
             raise RedisConnectionError("Client closed")
         if self._connecting is None or self._connecting.done():
             self._connecting = asyncio.create_task(self._connect(), name="xrouter-redis-connect")
-            self._connecting.add_done_callback(_consume_failure)
+            self._connecting.add_done_callback(consume_failure)
         connection = await asyncio.shield(self._connecting)
         if not connection.open:
             raise RedisConnectionError(f"Connection to {self.server.name} lost")
@@ -351,9 +349,3 @@ def _pack(args: tuple[str | int | float | bytes, ...]) -> bytes:
         return hiredis.pack_command(args)  # type: ignore[arg-type,no-any-return]
     except TypeError as error:
         raise DataError(f"Invalid value in a Redis command: {error}") from error
-
-
-def _consume_failure(task: asyncio.Task[Any]) -> None:
-    # The failure belongs to the callers that waited; nobody may have.
-    if not task.cancelled():
-        task.exception()

@@ -31,6 +31,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from xrouter.background import consume_failure
 from xrouter.limits.backend import BackendUnavailableError
 from xrouter.limits.gcra import MAX_SLACK_SECONDS, BucketState, Decision
 from xrouter.limits.pipelined_redis import PipelinedRedis
@@ -234,7 +235,7 @@ class RedisBackend:
                 name="xrouter-limiter-topology",
             )
             # Its failure is the waiting calls' to report; nobody may be waiting.
-            self._topology.add_done_callback(_consume_failure)
+            self._topology.add_done_callback(consume_failure)
         return self._topology
 
     async def _run(self, script: RedisScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
@@ -271,8 +272,3 @@ class RedisBackend:
             if self._observe is not None:
                 self._observe(time.perf_counter() - started)
         return reply
-
-
-def _consume_failure(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled():
-        task.exception()

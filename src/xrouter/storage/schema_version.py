@@ -18,6 +18,7 @@ from pathlib import Path
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
+from xrouter.settings import Settings
 from xrouter.storage.database import create_engine
 
 VERSIONS_DIR = Path(__file__).resolve().parent / "migrations" / "versions"
@@ -65,6 +66,16 @@ def _read_revisions(connection: Connection) -> frozenset[str]:
 def is_current(database_url: str) -> bool:
     """Whether the database is at the shipped head. Not for use inside a running event loop."""
     return asyncio.run(database_revisions(database_url)) == shipped_heads()
+
+
+async def migrate_embedded(settings: Settings) -> None:
+    """Bring the embedded database to the current schema before a CLI command (it needs no
+    setup step). Alembic is imported only here, when it runs: `xrouter serve` builds every
+    command's parser, and Alembic would stay in the serving process's memory."""
+    if settings.is_embedded_database:
+        from xrouter.storage.migrate import upgrade_async
+
+        await upgrade_async(settings.database_url)
 
 
 def upgrade_in_child(database_url: str, log_level: str) -> bool:
