@@ -15,6 +15,7 @@ import httpx
 from processes import Process, free_port, python_module, start
 
 from xrouter.emulators.server import GIGACHAT_EMULATOR_CREDENTIALS
+from xrouter.logs import FLUSH_SECONDS
 
 MODEL = "GigaChat-2-Max"
 MESSAGES = [{"role": "user", "content": "Привет! Сколько будет дважды два?"}]
@@ -187,6 +188,8 @@ def limit_checks(gateway_url: str) -> tuple[dict[str, int], dict[str, int]]:
 def error_answers(process: Process) -> dict[str, int]:
     """The gateway's answers other than 200, from its access log: ``"504 upstream_timeout"``
     -> count (499: the client left, as wrk does with the requests in flight when it stops)."""
+    # The access log is written in batches within 0.1 s: let the last one out.
+    time.sleep(FLUSH_SECONDS + 0.2)
     counts: dict[str, int] = {}
     if process.log is None or not process.log.exists():
         return counts

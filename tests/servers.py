@@ -17,6 +17,7 @@ from sqlalchemy import select
 from xrouter.app import XRouterApp
 from xrouter.gateway.middleware import RequestContextMiddleware
 from xrouter.keys.service import CreatedKey
+from xrouter.server import HTTP_PROTOCOL
 from xrouter.settings import Settings
 from xrouter.storage.database import session_factory
 from xrouter.storage.models import UsageRecord
@@ -57,7 +58,7 @@ class RunningGateway:
         config = uvicorn.Config(
             RequestContextMiddleware(self.app),
             loop="none",
-            http="httptools",
+            http=HTTP_PROTOCOL,
             lifespan="on",
             log_config=None,
             timeout_graceful_shutdown=5,

@@ -21,3 +21,19 @@ def imported_of(packages: set[str]) -> list[str]:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )
     return list(json.loads(result.stdout))
+
+
+def loaded_of(modules: set[str]) -> list[str]:
+    """The ``modules`` (a package stands for its submodules too) that importing the serving
+    modules brings in (sorted): finer than ``imported_of`` where another package imports only
+    the top of one, as redis does with ``cryptography``."""
+    probe = (
+        f"import json, sys, {', '.join(SERVING_MODULES)};"
+        f"wanted = {modules!r};"
+        "print(json.dumps(sorted({w for w in wanted for name in sys.modules "
+        "if name == w or name.startswith(w + '.')})))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    return list(json.loads(result.stdout))

@@ -1,16 +1,30 @@
-"""Structured logs: one JSON object per line, with the request id when there is one."""
+"""Structured logs: one JSON object per line, with the request id when there is one. The
+per-request lines are written in batches, a fraction of a second after they are logged."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
 import sys
 import time
-from typing import Any
+import weakref
+from collections.abc import Collection
+from itertools import islice
+from typing import Any, TextIO
 
 import msgspec
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+# A record's own attributes come first in its ``__dict__``, the caller's ``extra`` after them.
+_FIRST_EXTRA = len(logging.makeLogRecord({}).__dict__)
+# Lines wait at most this long, or until this many characters are waiting, to be written
+# together: one write per batch instead of a write and a flush per line (one per request).
+FLUSH_SECONDS = 0.1
+FLUSH_CHARACTERS = 64 * 1024
+# The loggers that write a line per request.
+BATCHED_LOGGERS = ("xrouter.access", "xrouter.content")
 # Values msgspec cannot encode are written as their ``str()``, as ``json.dumps(default=str)``.
 _ENCODER = msgspec.json.Encoder(enc_hook=str)
 
@@ -35,8 +49,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for name, value in record.__dict__.items():
-            if name not in _STANDARD and not name.startswith("_"):
+        for name, value in islice(record.__dict__.items(), _FIRST_EXTRA, None):
+            if name[:1] != "_" and name not in _STANDARD:
                 entry[name] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
@@ -47,10 +61,98 @@ class JsonFormatter(logging.Formatter):
             return json.dumps(entry, ensure_ascii=False, default=str)
 
 
+class BatchingStreamHandler(logging.StreamHandler[TextIO]):
+    """Writes the lines of the per-request loggers (``batched``) in batches: ``seconds`` after
+    the first one waiting (a timer of the event loop that logged it), once
+    ``FLUSH_CHARACTERS`` are waiting, and on ``flush()``, which ``logging.shutdown`` calls at
+    exit. Any other line (startup, shutdown, a warning or worse from any logger), and any line
+    logged outside an event loop, is written at once, after those waiting."""
+
+    def __init__(
+        self,
+        stream: TextIO,
+        batched: Collection[str] = BATCHED_LOGGERS,
+        seconds: float = FLUSH_SECONDS,
+    ) -> None:
+        super().__init__(stream)
+        self._batched = frozenset(batched)
+        self._seconds = seconds
+        self._lines: list[str] = []
+        self._waiting = 0
+        # The loop whose timer will write the lines waiting; None: no timer is set.
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
+        _BATCHING.add(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Called with the handler's lock held (``Handler.handle``), as ``flush`` takes it.
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        self._lines.append(line)
+        self._waiting += len(line)
+        if (
+            record.name not in self._batched
+            or record.levelno >= logging.WARNING
+            or self._waiting >= FLUSH_CHARACTERS
+        ):
+            self.flush()
+        elif self._timer_loop is None or self._timer_loop.is_closed():
+            self._set_timer()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]  # created in Handler.__init__
+            if self._lines:
+                lines, self._lines, self._waiting = self._lines, [], 0
+                try:
+                    self.stream.write("\n".join(lines) + self.terminator)
+                except Exception:
+                    self.handleError(logging.makeLogRecord({"msg": "log lines lost"}))
+            super().flush()
+
+    def close(self) -> None:
+        self.flush()
+        super().close()
+
+    def _set_timer(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop in this thread: nothing would write them later
+            self._timer_loop = None
+            self.flush()
+            return
+        self._timer_loop = loop
+        loop.call_later(self._seconds, self._write_due)
+
+    def _write_due(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._timer_loop = None
+            self.flush()
+
+    def _forked(self) -> None:
+        # The lines waiting are the parent's to write, and its timer does not run here.
+        self._lines, self._waiting = [], 0
+        self._timer_loop = None
+
+
+_BATCHING: weakref.WeakSet[BatchingStreamHandler] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for handler in _BATCHING:
+        handler._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def configure_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = BatchingStreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
+    for replaced in root.handlers:
+        replaced.flush()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # The formatter writes none of these; gathering them costs every record a few lookups.

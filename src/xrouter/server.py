@@ -1,4 +1,4 @@
-"""Runs the app under uvicorn (uvloop + httptools)."""
+"""Runs the app under uvicorn (uvloop + httptools, with the gateway's own response path)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,10 @@ from xrouter.allocator import tune_allocator
 from xrouter.logs import configure_logging
 from xrouter.observability.multiprocess import shared_directory
 from xrouter.settings import Settings, load_settings
+
+# uvicorn's httptools protocol with a cheaper response path (see the module); named, not
+# imported, so that a supervisor of several workers does not load the app's modules.
+HTTP_PROTOCOL = "xrouter.gateway.http_protocol:GatewayHttpProtocol"
 
 
 def app_from_environment() -> ASGIApp:
@@ -46,7 +50,7 @@ def serve(settings: Settings) -> None:
         "host": settings.host,
         "port": settings.port,
         "loop": "uvloop",
-        "http": "httptools",
+        "http": HTTP_PROTOCOL,
         "log_config": None,
         "timeout_graceful_shutdown": 30,
         "server_header": False,

@@ -71,7 +71,7 @@ async def build_server(
         tokens=tokens,
         grants=AuthorizationService(sessions, tokens, feed, code_lifetime=timedelta(seconds=60)),
         users=UserService(sessions, cheap_passwords()),
-        clients=ClientService(sessions, KeyHasher(PEPPER)),
+        clients=ClientService(sessions, KeyHasher(PEPPER), keys),
     )
 
 

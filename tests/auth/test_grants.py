@@ -68,7 +68,11 @@ async def test_parallel_exchanges_on_two_instances_have_exactly_one_winner(
 
 
 async def test_replay_revokes_on_every_instance(
-    server: AuthServer, second_server: AuthServer, user: UserInfo, client: ClientInfo
+    # The second instance starts once OAuth is in use (a client exists), so it holds the keys.
+    server: AuthServer,
+    user: UserInfo,
+    client: ClientInfo,
+    second_server: AuthServer,
 ) -> None:
     code = await new_code(server, user, client)
     grant = await server.grants.exchange_code(client, code, REDIRECT, VERIFIER)

@@ -190,7 +190,7 @@ def _signed(key: dict[str, Any], **claims: Any) -> str:
     now = int(time.time())
     payload = {"iss": key["service_account_id"], "aud": IAM_AUDIENCE, "iat": now, "exp": now + 600}
     header = {"typ": "JWT", "alg": "PS256", "kid": key["id"]}
-    return jwt.encode(header, payload | claims, signer.private_key, algorithms=["PS256"])
+    return jwt.encode(header, payload | claims, signer.private_key(), algorithms=["PS256"])
 
 
 async def test_iam_token_for_a_valid_jwt_opens_the_api(

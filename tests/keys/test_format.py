@@ -63,3 +63,17 @@ def test_display_prefix_shows_eight_characters_of_the_body() -> None:
     shown = display_prefix(key)
     assert shown == f"sk-xr-v1-{body[:4]}…{body[-4:]}"
     assert len(shown) <= 32  # fits api_keys.prefix
+
+
+@pytest.mark.parametrize(
+    ("body", "checksum"),
+    [
+        ("0" * 43, "2CZclj"),
+        ("z" * 43, "0UsatS"),  # a checksum with a leading zero digit
+        ("AbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcdefg", "2vUM9x"),
+    ],
+)
+def test_the_checksum_of_a_known_body_never_changes(body: str, checksum: str) -> None:
+    # Keys already handed out must stay well formed whatever the implementation.
+    assert is_well_formed(KEY_PREFIX + body + checksum)
+    assert not is_well_formed(KEY_PREFIX + body + checksum[::-1])

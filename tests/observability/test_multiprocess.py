@@ -39,6 +39,7 @@ def test_two_workers_report_the_sum_of_both(tmp_path: Path) -> None:
         XROUTER_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'xrouter.db'}",
         XROUTER_WORKERS="2",
         PROMETHEUS_MULTIPROC_DIR=str(shared),
+        XROUTER_LOG_LEVEL="info",
     )
     server = GatewayProcess(tmp_path, env)
     try:
@@ -69,3 +70,6 @@ def test_two_workers_report_the_sum_of_both(tmp_path: Path) -> None:
     finally:
         output = server.terminate()
     assert "Traceback" not in output, output
+    # Every worker wrote the access lines it still held when it stopped.
+    access = [line for line in output.splitlines() if '"logger":"xrouter.access"' in line]
+    assert len([line for line in access if '"status":401' in line]) == sent

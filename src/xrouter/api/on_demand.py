@@ -49,6 +49,9 @@ class OnDemandControlPlane:
             if app is None:
                 # Importing takes a moment of CPU: in a thread, the event loop serves meanwhile.
                 create = await asyncio.to_thread(_import_control_plane)
+                if self.runtime.started:
+                    # It serves the authorization server, whose keys are published ahead.
+                    await self.runtime.auth.signing_keys.activate()
                 app = self._app = create(self.runtime)
             return app
 

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from xrouter.auth.signing_keys import SigningKeys
 from xrouter.errors import InvalidRequestError
 from xrouter.keys.hashing import KeyHasher
 from xrouter.storage.models import OAuthClient, new_id, utc_now
@@ -133,10 +134,16 @@ class ClientService:
     """Registering and reading OAuth clients."""
 
     def __init__(
-        self, session_factory: async_sessionmaker[AsyncSession], hasher: KeyHasher
+        self,
+        session_factory: async_sessionmaker[AsyncSession],
+        hasher: KeyHasher,
+        signing_keys: SigningKeys | None = None,
     ) -> None:
+        """``signing_keys`` (a running server's) are activated by the first registration: a
+        client can be issued tokens from then on, and the keys are published ahead of that."""
         self._sessions = session_factory
         self._hasher = hasher
+        self._signing_keys = signing_keys
 
     async def create(
         self, name: str, redirect_uris: builtins.list[str], *, confidential: bool = False
@@ -161,6 +168,8 @@ class ClientService:
         )
         async with self._sessions() as session, session.begin():
             session.add(row)
+        if self._signing_keys is not None:
+            await self._signing_keys.activate()
         return CreatedClient(info=ClientInfo.from_row(row), secret=secret)
 
     async def get(self, client_id: str) -> ClientInfo | None:

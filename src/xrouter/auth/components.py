@@ -75,7 +75,7 @@ async def start_auth(
     )
     return AuthComponents(
         users=users,
-        clients=ClientService(sessions, KeyHasher(pepper)),
+        clients=ClientService(sessions, KeyHasher(pepper), signing_keys),
         ui_sessions=UiSessions(
             sessions,
             users,

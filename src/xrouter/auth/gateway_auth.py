@@ -53,13 +53,15 @@ def authenticate(
     token = bearer_token(connection.headers)
     if tokens is not None and not token.startswith(_API_KEY_PREFIX) and token.count(".") == 2:
         return _access_token_caller(token, tokens)
-    if not is_well_formed(token):
-        raise AuthenticationError(
-            "The API key is malformed. XRouter keys look like 'sk-xr-v1-...'; check that it was "
-            "copied whole."
-        )
+    # The lookup refuses a malformed key by its checksum before any digest; only a refused
+    # key is checked again, to say which of the two it was.
     key = keys.lookup(token)
     if key is None:
+        if not is_well_formed(token):
+            raise AuthenticationError(
+                "The API key is malformed. XRouter keys look like 'sk-xr-v1-...'; check that it "
+                "was copied whole."
+            )
         raise AuthenticationError(
             f"Incorrect API key provided: {display_prefix(token)}. It is unknown or revoked."
         )

@@ -79,6 +79,7 @@ class AuthorizationService:
         except PkceError as error:
             raise invalid_request(str(error)) from None
         code_hash = hash_code(code)
+        await self.tokens.prepare_signing()
         async with self._sessions() as session, session.begin():
             consumed = await CodeRepository(session).consume(code_hash, client.id, redirect_uri)
             if consumed is not None and verifier_matches(

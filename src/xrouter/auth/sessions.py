@@ -13,13 +13,12 @@ import hmac
 import secrets
 from datetime import timedelta
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
+from xrouter.auth.hkdf import hkdf_sha256
 from xrouter.auth.users import UserInfo, UserService
 from xrouter.storage.models import UiSession, utc_now
 
@@ -49,9 +48,7 @@ class UiSessions:
         self._users = users
         self._lifetime = lifetime
         self._secure = secure_cookies
-        self._csrf_key = HKDF(
-            algorithm=hashes.SHA256(), length=32, salt=None, info=b"xrouter ui csrf"
-        ).derive(pepper)
+        self._csrf_key = hkdf_sha256(pepper, b"xrouter ui csrf")
 
     async def create(self, user_id: str) -> str:
         """Start a session for ``user_id``; the returned token goes into the cookie."""

@@ -1,46 +1,51 @@
-"""The access-token signing keys: RS256 key pairs generated on first start and kept in the
-database, rotated on a fixed schedule.
+"""The access-token signing keys: RS256 key pairs kept in the database, rotated on a fixed
+schedule.
 
 Time is cut into rotation periods. The key of a period is named after the instant it becomes
-active (``rs256-20250301T000000Z``), so instances starting together agree on it: each tries to
-insert it and all but one insert do nothing. The key of the *next* period is created and
-published ahead of time, so every instance knows a key before any instance signs with it. A key
-stays in the JWKS until the last token it could have signed has expired.
+active (``rs256-20250301T000000Z``), so instances agree on it: each tries to insert it and all
+but one insert do nothing. The key of the *next* period is created and published ahead of time,
+so every instance knows a key before any instance signs with it. A key stays in the JWKS until
+the last token it could have signed has expired.
 
 Private keys are stored encrypted (AES-256-GCM) under a key derived from the pepper: a copy of
 the database alone cannot mint tokens.
+
+The keys, and the cryptography they need (``token_crypto``), are loaded only once OAuth is in
+use: when a signing key or an OAuth client exists in the database (checked at start and on
+every refresh), or when this instance is about to sign or registers a client (``activate``). No
+token can exist before then, and a worker serving API keys only never loads them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
+import importlib
 import json
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from joserfc.jwk import RSAKey
-from sqlalchemy import select
+from sqlalchemy import exists, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from xrouter.auth.hkdf import hkdf_sha256
 from xrouter.background import stop_tasks
-from xrouter.storage.models import SigningKey, utc_now
+from xrouter.storage.models import OAuthClient, SigningKey, utc_now
+
+if TYPE_CHECKING:
+    from joserfc.jwk import RSAKey
+
+    from xrouter.auth.token_crypto import KeyEncryption
 
 logger = logging.getLogger(__name__)
 
 ALGORITHM = "RS256"
-RSA_KEY_BITS = 2048
 REFRESH_SECONDS = 60.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_CRYPTO_MODULE = "xrouter.auth.token_crypto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,25 +68,6 @@ def kid_for(active_from: datetime) -> str:
     return "rs256-" + active_from.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
-class KeyEncryption:
-    """AES-256-GCM under a key derived from the pepper with HKDF-SHA-256."""
-
-    def __init__(self, pepper: bytes) -> None:
-        derived = HKDF(
-            algorithm=hashes.SHA256(), length=32, salt=None, info=b"xrouter oauth signing keys"
-        ).derive(pepper)
-        self._aead = AESGCM(derived)
-
-    def encrypt(self, kid: str, plaintext: bytes) -> str:
-        nonce = os.urandom(12)
-        sealed = self._aead.encrypt(nonce, plaintext, kid.encode())
-        return base64.b64encode(nonce + sealed).decode("ascii")
-
-    def decrypt(self, kid: str, stored: str) -> bytes:
-        raw = base64.b64decode(stored)
-        return self._aead.decrypt(raw[:12], raw[12:], kid.encode())
-
-
 class SigningKeys:
     """The keys this instance signs with and accepts, refreshed in the background."""
 
@@ -96,7 +82,9 @@ class SigningKeys:
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._sessions = session_factory
-        self._encryption = KeyEncryption(pepper)
+        self._sealing_key = hkdf_sha256(pepper, b"xrouter oauth signing keys")
+        self._encryption: KeyEncryption | None = None
+        self._activation = asyncio.Lock()
         self._rotation = rotation
         self._token_lifetime = token_lifetime
         self._refresh_seconds = refresh_seconds
@@ -106,9 +94,25 @@ class SigningKeys:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Create this period's and the next period's keys if needed, load them, keep fresh."""
+        """Load the keys if OAuth is in use (see the module docstring), then keep them fresh."""
         await self.refresh()
         self._task = asyncio.create_task(self._run(), name="xrouter-signing-keys")
+
+    @property
+    def active(self) -> bool:
+        """Whether OAuth is in use here: the cryptography is loaded, the keys kept fresh."""
+        return self._encryption is not None
+
+    async def activate(self) -> None:
+        """Load the cryptography, create this period's and the next period's keys if needed
+        and load them; once, however many callers wait for it together."""
+        if self._encryption is not None and self._published:
+            return
+        async with self._activation:
+            if self._encryption is None:
+                await self._load_cryptography()
+            if not self._published:
+                await self.refresh()
 
     async def close(self) -> None:
         await stop_tasks(self._task)
@@ -119,7 +123,7 @@ class SigningKeys:
         now = self._clock()
         active = [key for key in self._published.values() if key.active_from <= now]
         if not active:
-            raise RuntimeError("no active signing key; SigningKeys.start() was not awaited")
+            raise RuntimeError("no active signing key; SigningKeys.activate() was not awaited")
         return max(active, key=lambda key: key.active_from)
 
     def verification_key(self, kid: str) -> RSAKey | None:
@@ -133,7 +137,12 @@ class SigningKeys:
         return {"keys": [dict(key.public_jwk) for key in ordered]}
 
     async def refresh(self) -> None:
-        """Make sure the current and next periods have keys, then reload every key."""
+        """Once OAuth is in use: make sure the current and next periods have keys, then reload
+        every key. Before that, only look whether it has come into use."""
+        if self._encryption is None:
+            if not await self._in_use():
+                return
+            await self._load_cryptography()
         now = self._clock()
         current = period_start(now, self._rotation)
         async with self._sessions() as session, session.begin():
@@ -141,21 +150,24 @@ class SigningKeys:
                 await self._ensure(session, active_from)
         async with self._sessions() as session:
             rows = (await session.scalars(select(SigningKey))).all()
-        self._apply(rows, now)
+        # Reading a private key checks it, tens of milliseconds each: not on the event loop.
+        opened = await asyncio.to_thread(self._open_new, rows)
+        self._apply(rows, opened, now)
 
     async def _ensure(self, session: AsyncSession, active_from: datetime) -> None:
+        from xrouter.auth.token_crypto import generate_key
+
         kid = kid_for(active_from)
         if await session.get(SigningKey, kid) is not None:
             return
-        key = RSAKey.generate_key(
-            RSA_KEY_BITS, parameters={"kid": kid, "alg": ALGORITHM, "use": "sig"}, private=True
-        )
-        private = json.dumps(key.as_dict(private=True)).encode()
+        assert self._encryption is not None
+        # Generating an RSA key takes tens of milliseconds of CPU: not on the event loop.
+        public, sealed = await asyncio.to_thread(generate_key, kid, self._encryption)
         values = {
             "kid": kid,
             "algorithm": ALGORITHM,
-            "public_jwk": json.dumps(key.as_dict(private=False)),
-            "private_jwk_encrypted": self._encryption.encrypt(kid, private),
+            "public_jwk": public,
+            "private_jwk_encrypted": sealed,
             "created_at": utc_now(),
             "active_from": active_from,
         }
@@ -168,12 +180,16 @@ class SigningKeys:
         )
         logger.info("created token signing key %s (active from %s)", kid, active_from.isoformat())
 
-    def _apply(self, rows: Sequence[SigningKey], now: datetime) -> None:
+    def _open_new(self, rows: Sequence[SigningKey]) -> dict[str, LoadedKey]:
+        opened = (self._decrypt(row) for row in rows if row.kid not in self._loaded)
+        return {key.kid: key for key in opened if key is not None}
+
+    def _apply(
+        self, rows: Sequence[SigningKey], opened: dict[str, LoadedKey], now: datetime
+    ) -> None:
         loaded: dict[str, LoadedKey] = {}
         for row in rows:
-            known = self._loaded.get(row.kid)
-            if known is None:
-                known = self._decrypt(row)
+            known = self._loaded.get(row.kid) or opened.get(row.kid)
             if known is not None:
                 loaded[row.kid] = known
         ordered = sorted(loaded.values(), key=lambda key: key.active_from)
@@ -191,10 +207,12 @@ class SigningKeys:
         self._loaded, self._published = loaded, published
 
     def _decrypt(self, row: SigningKey) -> LoadedKey | None:
+        from xrouter.auth.token_crypto import open_key
+
+        assert self._encryption is not None
         try:
-            private = json.loads(self._encryption.decrypt(row.kid, row.private_jwk_encrypted))
-            key = RSAKey.import_key(private)
-        except (InvalidTag, ValueError) as error:
+            key = open_key(row.kid, row.private_jwk_encrypted, self._encryption)
+        except ValueError as error:
             logger.error(
                 "signing key %s cannot be decrypted (was the pepper changed?): %s",
                 row.kid,
@@ -202,6 +220,18 @@ class SigningKeys:
             )
             return None
         return LoadedKey(row.kid, key, json.loads(row.public_jwk), row.active_from)
+
+    async def _in_use(self) -> bool:
+        async with self._sessions() as session:
+            found = await session.scalar(
+                select(exists(select(SigningKey.kid)) | exists(select(OAuthClient.id)))
+            )
+        return bool(found)
+
+    async def _load_cryptography(self) -> None:
+        # Importing takes a moment of CPU: in a thread, the event loop serves meanwhile.
+        crypto = await asyncio.to_thread(importlib.import_module, _CRYPTO_MODULE)
+        self._encryption = crypto.KeyEncryption(self._sealing_key)
 
     async def _run(self) -> None:
         while True:

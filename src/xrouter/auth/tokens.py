@@ -5,6 +5,9 @@ to RS256, the key is looked up by ``kid`` among this server's own published keys
 header naming a key or certificate elsewhere (``jku``, ``x5u``, ``jwk``, ``x5c``) or a ``crit``
 extension refuses the token without anything being fetched. Verified tokens are cached by their
 SHA-256 in a bounded LRU until they expire; every hit re-checks expiry and the denylist.
+
+No JOSE library is imported here: a token can only be verified once the signing keys are
+loaded, and loading them imports ``token_crypto`` (in a worker thread, see ``signing_keys``).
 """
 
 from __future__ import annotations
@@ -18,9 +21,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-
-from joserfc import jws
-from joserfc.errors import JoseError
 
 from xrouter.auth.revocation import Denylist
 from xrouter.auth.signing_keys import ALGORITHM, SigningKeys
@@ -106,11 +106,19 @@ class AccessTokens:
         return self.sign(token.claims()), token
 
     def sign(self, claims: dict[str, Any], header: dict[str, Any] | None = None) -> str:
-        """Sign ``claims`` with the current key (``header`` adds or overrides fields: tests)."""
+        """Sign ``claims`` with the current key (``header`` adds or overrides fields: tests).
+        The keys must be active (``prepare_signing``)."""
         signer = self._keys.signer()
+        # Loaded with the key the signer came from: only a lookup in sys.modules.
+        from xrouter.auth.token_crypto import sign
+
         protected = {"alg": ALGORITHM, "typ": TOKEN_TYPE, "kid": signer.kid, **(header or {})}
         payload = json.dumps(claims, separators=(",", ":")).encode()
-        return jws.serialize_compact(protected, payload, signer.key, algorithms=[ALGORITHM])
+        return sign(protected, payload, signer.key)
+
+    async def prepare_signing(self) -> None:
+        """Make sure this instance holds its signing keys (loads them on first use)."""
+        await self._keys.activate()
 
     def verify(self, token: str) -> AccessToken:
         """The token's claims if it is valid, unexpired and not revoked; ``TokenError`` if not."""
@@ -152,12 +160,15 @@ class AccessTokens:
         key = self._keys.verification_key(kid) if isinstance(kid, str) else None
         if key is None:
             raise TokenError("the signing key (kid) is unknown")
+        # Loaded with the key: only a lookup in sys.modules.
+        from xrouter.auth.token_crypto import verified_payload
+
         try:
-            signed = jws.deserialize_compact(token, key, algorithms=[ALGORITHM])
-        except (JoseError, ValueError, TypeError) as error:
+            payload = verified_payload(token, key)
+        except ValueError as error:
             raise TokenError("the signature is invalid") from error
         try:
-            claims = json.loads(signed.payload or b"")
+            claims = json.loads(payload)
         except ValueError:
             raise TokenError("the payload is not JSON") from None
         if not isinstance(claims, dict):

@@ -87,7 +87,7 @@ class GatewayHandlers:
         if chat.stream:
             return await self._stream(request, plan, chat, usage)
         try:
-            served = await executor.watch(request.receive, executor.chat(plan, chat))
+            served = await executor.watch(request.scope, request.receive, executor.chat(plan, chat))
         except GatewayError as error:
             usage.record(error.status, None, error=error)
             raise
@@ -103,9 +103,7 @@ class GatewayHandlers:
             system_fingerprint=reply.model_version,
         )
         usage.record(200, reply.usage, answer=reply.choices)
-        return ChatResult(
-            completion, usage.request_id, {**usage.response_headers(), **served.headers()}
-        )
+        return ChatResult(completion, usage.request_id, usage.response_headers(served.headers()))
 
     async def _stream(
         self, request: Request, plan: Plan, chat: ChatCompletionRequest, usage: _UsageContext
@@ -114,7 +112,9 @@ class GatewayHandlers:
         try:
             # Up to the first delta, a failing target can still be replaced by the next one,
             # and a request that fails everywhere still gets its own HTTP status.
-            served = await executor.watch(request.receive, executor.open_stream(plan, chat))
+            served = await executor.watch(
+                request.scope, request.receive, executor.open_stream(plan, chat)
+            )
         except GatewayError as error:
             usage.record(error.status, None, error=error)
             raise
@@ -142,7 +142,7 @@ class GatewayHandlers:
             finish,
             StreamTranscript() if usage.messages is not None else None,
         )
-        headers = {**usage.response_headers(), **served.headers()}
+        headers = usage.response_headers(served.headers())
         return ChatStream(stream, opened.first, opened.lines, usage.request_id, headers)
 
     async def models(self, request: Request) -> Response:
@@ -186,7 +186,9 @@ class GatewayHandlers:
         usage = _UsageContext(runtime, request, key, target, False, started, admission, "embd-")
         executor = runtime.routing.executor
         try:
-            served = await executor.watch(request.receive, executor.embeddings(plan, body, texts))
+            served = await executor.watch(
+                request.scope, request.receive, executor.embeddings(plan, body, texts)
+            )
         except GatewayError as error:
             usage.record(error.status, None, error=error)
             raise
@@ -199,7 +201,7 @@ class GatewayHandlers:
         usage.record(200, Usage(tokens, 0, tokens))
         return json_response(
             EmbeddingsResponse(data, target.public_id, EmbeddingsUsage(tokens, tokens)),
-            headers={**usage.response_headers(), **served.headers()},
+            headers=usage.response_headers(served.headers()),
         )
 
 
@@ -301,8 +303,11 @@ class _UsageContext:
         # The prompt, kept only for a key that has its content logged.
         self.messages: list[Message] | None = None
 
-    def response_headers(self) -> dict[str, str]:
-        return {**self.admission.headers, "x-generation-id": self.generation_id}
+    def response_headers(self, routing: dict[str, str] | None = None) -> dict[str, str]:
+        """The rate-limit headers and ``x-generation-id``, then ``routing``'s, in one dict."""
+        if routing is None:
+            return {**self.admission.headers, "x-generation-id": self.generation_id}
+        return {**self.admission.headers, "x-generation-id": self.generation_id, **routing}
 
     def record(
         self,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
+from collections.abc import Mapping
 from typing import TypeVar
 
 import msgspec
@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from xrouter.deadlines import loop_timer
 from xrouter.errors import (
     GatewayError,
     InvalidRequestError,
@@ -41,7 +42,7 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
     chunks: list[bytes] = []
     size = 0
     try:
-        async with asyncio.timeout(timeout):
+        with loop_timer().deadline(timeout):
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > limit:
@@ -96,27 +97,60 @@ def _describe_validation(text: str) -> tuple[str, str | None]:
     return f"Invalid value for '{path}': {message}.", path
 
 
+class JSONBytesResponse(Response):
+    """A Starlette ``Response`` of JSON already encoded, its header list built in one pass:
+    every proxied answer is one, and ``Response.__init__`` does generic work (rendering,
+    scanning the headers twice for ``content-length`` and ``content-type``)."""
+
+    media_type = JSON_MEDIA_TYPE
+
+    def __init__(
+        self, body: bytes, status_code: int = 200, headers: Mapping[str, str] | None = None
+    ) -> None:
+        self.status_code = status_code
+        self.background = None
+        self.body = body
+        raw: list[tuple[bytes, bytes]] = []
+        if headers:
+            raw = [
+                (name.lower().encode("latin-1"), value.encode("latin-1"))
+                for name, value in headers.items()
+            ]
+            if not _OWN_HEADERS.isdisjoint(dict(raw)):
+                # Rare: the caller set one of them; Starlette's rules decide which is sent.
+                self.init_headers(headers)
+                return
+        if status_code >= 200 and status_code not in (204, 304):
+            raw.append((b"content-length", str(len(body)).encode("latin-1")))
+        raw.append(_JSON_CONTENT_TYPE)
+        self.raw_headers = raw
+
+
+_JSON_CONTENT_TYPE = (b"content-type", JSON_MEDIA_TYPE.encode("latin-1"))
+_OWN_HEADERS = frozenset((b"content-length", b"content-type"))
+
+
 def json_response(
     payload: object, status: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
-    return Response(WIRE_ENCODER.encode(payload), status, headers, JSON_MEDIA_TYPE)
+    return JSONBytesResponse(WIRE_ENCODER.encode(payload), status, headers)
 
 
 def error_response(error: GatewayError) -> Response:
-    return Response(error.encode(), error.status, error.headers, JSON_MEDIA_TYPE)
+    return JSONBytesResponse(error.encode(), error.status, error.headers)
 
 
 class EventStreamResponse(StreamingResponse):
-    """Server-sent events, sent from the request's own task: one watcher task cancels the
-    stream when the client disconnects (Starlette's ``StreamingResponse`` runs a task group
-    with a second task for every stream). The cancellation runs through the events' iterator,
-    which closes the upstream."""
+    """Server-sent events, sent from the request's own task (Starlette's ``StreamingResponse``
+    runs a task group with a second task for every stream). The server's disconnect notice
+    cancels the stream when the client leaves; the cancellation runs through the events'
+    iterator, which closes the upstream."""
 
     media_type = "text/event-stream"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await unless_disconnected(receive, self.stream_response(send))
+            await unless_disconnected(scope, receive, self.stream_response(send))
         except ClientDisconnectedError:
             return
         if self.background is not None:

@@ -13,6 +13,16 @@ from collections.abc import Sequence
 from xrouter.limits.gcra import BucketState
 from xrouter.limits.policy import Limit, LimitKind
 
+# Per kind: the limit, remaining and reset header names.
+_NAMES: dict[str, tuple[str, str, str]] = {
+    kind: (
+        f"x-ratelimit-limit-{kind}",
+        f"x-ratelimit-remaining-{kind}",
+        f"x-ratelimit-reset-{kind}",
+    )
+    for kind in ("requests", "tokens")
+}
+
 
 def rate_limit_headers(limits: Sequence[Limit], states: Sequence[BucketState]) -> dict[str, str]:
     headers: dict[str, str] = {}
@@ -22,9 +32,10 @@ def rate_limit_headers(limits: Sequence[Limit], states: Sequence[BucketState]) -
         if current is None or _tighter(limit, state, *current):
             tightest[limit.kind] = (limit, state)
     for kind, (limit, state) in tightest.items():
-        headers[f"x-ratelimit-limit-{kind}"] = str(limit.limit)
-        headers[f"x-ratelimit-remaining-{kind}"] = str(state.remaining)
-        headers[f"x-ratelimit-reset-{kind}"] = format_duration(state.reset_after)
+        limit_name, remaining_name, reset_name = _NAMES[kind]
+        headers[limit_name] = str(limit.limit)
+        headers[remaining_name] = str(state.remaining)
+        headers[reset_name] = format_duration(state.reset_after)
     return headers
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
+from xrouter.deadlines import SharedTimeout
 from xrouter.errors import RateLimitError
 from xrouter.keys.cache import ActiveKey
 from xrouter.limits.backend import LimiterBackend
@@ -64,6 +65,7 @@ class RateLimiter:
         # Settlements waiting for the one task that sends them, in batches.
         self._settlements: list[tuple[LimiterBackend, Sequence[Limit], list[int]]] = []
         self._settler: asyncio.Task[None] | None = None
+        self._settle_budget = SharedTimeout(SETTLE_TIMEOUT_SECONDS)
         self._check_counters: dict[tuple[str, bool], Counter] = {}
 
     async def admit(self, key: ActiveKey, target: ModelTarget, tokens: int) -> Admission:
@@ -139,7 +141,7 @@ class RateLimiter:
 
     async def _guarded(self, work: Coroutine[Any, Any, None]) -> None:
         try:
-            async with asyncio.timeout(SETTLE_TIMEOUT_SECONDS):
+            with self._settle_budget.deadline():
                 await work
         except Exception:
             self._metrics.settlements_lost.inc()

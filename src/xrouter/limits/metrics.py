@@ -12,13 +12,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from xrouter.limits import gcra
 from xrouter.limits.gcra import BucketState
 from xrouter.limits.policy import Limit
+from xrouter.observability.loop_metrics import Counter, Histogram
 
 # Redis answers a script in well under a millisecond on a healthy network.
 REDIS_LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1, 1.0)
@@ -60,23 +61,28 @@ class QuotaTracker(Collector):
     ) -> list[Crossing]:
         """Record a check's outcome; return the thresholds it crossed upwards."""
         now = self._clock()
+        tracked = self._tracked
         crossings: list[Crossing] = []
         for limit, state in zip(limits, states, strict=True):
             key = limit.storage_key
-            entry = self._tracked.pop(key, None) or _Tracked(limit)
-            self._tracked[key] = entry  # re-inserted last: the dict is ordered by recency
-            entry.limit = limit
+            entry = tracked.pop(key, None)
+            if entry is None:
+                entry = _Tracked(limit)
+            else:
+                entry.limit = limit
+            tracked[key] = entry  # re-inserted last: the dict is ordered by recency
             entry.full_at = now + state.reset_after
             refused = not allowed and state.retry_after > 0
             used = 1.0 if refused else 1 - state.remaining / limit.limit
             if used < REARM_BELOW:
                 entry.fired = 0.0
-            for threshold in WEBHOOK_THRESHOLDS:
-                if used >= threshold > entry.fired:
-                    entry.fired = threshold
-                    crossings.append(Crossing(limit, threshold, state.remaining))
-        while len(self._tracked) > TRACKED_LIMITS:
-            del self._tracked[next(iter(self._tracked))]
+            elif used >= WEBHOOK_THRESHOLDS[0]:  # the lowest: most checks cross none
+                for threshold in WEBHOOK_THRESHOLDS:
+                    if used >= threshold > entry.fired:
+                        entry.fired = threshold
+                        crossings.append(Crossing(limit, threshold, state.remaining))
+        while len(tracked) > TRACKED_LIMITS:
+            del tracked[next(iter(tracked))]
         return crossings
 
     def describe(self) -> Iterator[Metric]:

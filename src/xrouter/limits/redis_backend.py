@@ -32,6 +32,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from xrouter.background import consume_failure
+from xrouter.deadlines import SharedTimeout
 from xrouter.limits.backend import BackendUnavailableError
 from xrouter.limits.gcra import MAX_SLACK_SECONDS, BucketState, Decision
 from xrouter.limits.pipelined_redis import PipelinedRedis
@@ -183,6 +184,7 @@ class RedisBackend:
         self._client = client
         self._clock = clock
         self._timeout = timeout
+        self._budget = SharedTimeout(timeout)
         self._observe = observe_latency
         self._acquire = RedisScript(ACQUIRE_SCRIPT)
         self._adjust = RedisScript(ADJUST_SCRIPT)
@@ -200,12 +202,14 @@ class RedisBackend:
             args += (limit.limit, limit.period, cost)
         reply = await self._call(self._acquire, [limit.storage_key for limit in limits], args)
         states = tuple(
-            BucketState(
-                remaining=min(max(int(reply[i]), 0), limit.limit),
-                reset_after=int(reply[i + 1]) / 1000,
-                retry_after=int(reply[i + 2]) / 1000,
-            )
-            for limit, i in zip(limits, range(1, len(reply), 3), strict=True)
+            [
+                BucketState(
+                    min(max(int(reply[i]), 0), limit.limit),
+                    int(reply[i + 1]) / 1000,
+                    int(reply[i + 2]) / 1000,
+                )
+                for limit, i in zip(limits, range(1, len(reply), 3), strict=True)
+            ]
         )
         return Decision(int(reply[0]) == 1, states, self.name)
 
@@ -249,7 +253,7 @@ class RedisBackend:
     async def _call(self, script: RedisScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self._timeout):
+            with self._budget.deadline():
                 try:
                     reply = await self._run(script, keys, args)
                 except redis_errors.ConnectionError:

@@ -11,9 +11,11 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from xrouter.observability.loop_metrics import Counter, Gauge, Histogram
 
 log = logging.getLogger(__name__)
 # The gateway's own work (auth, parsing, routing, the limiter) takes well under a millisecond

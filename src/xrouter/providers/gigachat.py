@@ -86,13 +86,20 @@ class GigaChatProvider(Provider):
         self._ssl = build_ssl(config)
         self._transport = UpstreamTransport(session)
         self._tokens = GigaChatTokenCache(config, session, self._ssl)
+        self._chat_url = f"{config.base_url}/chat/completions"
+        self._bearer_token: str | None = None
+        self._bearer: dict[str, str] = {}
 
     # Credentials
 
     async def auth_headers(self) -> dict[str, str]:
         token = await self._tokens.token()
         _SENT_TOKEN.set(token)
-        return {"Authorization": f"Bearer {token}"}
+        if token != self._bearer_token:
+            # Built once per token; the transport copies it into each request's headers.
+            self._bearer = {"Authorization": f"Bearer {token}"}
+            self._bearer_token = token
+        return self._bearer
 
     async def invalidate_credentials(self) -> None:
         self._tokens.invalidate(_SENT_TOKEN.get())
@@ -130,7 +137,7 @@ class GigaChatProvider(Provider):
             headers["Cache-Control"] = "no-store"
         return UpstreamRequest(
             "POST",
-            f"{self._config.base_url}/chat/completions",
+            self._chat_url,
             msgspec.json.encode(payload),
             headers,
         )
@@ -414,11 +421,13 @@ class GigaChatStreamDecoder(StreamDecoder):
             raise malformed_response(NAME, "stream event") from None
         deltas = []
         for choice in chunk.choices:
-            reason = _finish_reason(choice.finish_reason)
+            # Most chunks carry text only: no finish reason, no function call.
+            reason = None if choice.finish_reason is None else _finish_reason(choice.finish_reason)
+            delta = choice.delta
             deltas.append(
                 StreamDelta(
-                    content=choice.delta.content,
-                    tool_calls=_tool_call_deltas(choice.delta),
+                    content=delta.content,
+                    tool_calls=None if delta.function_call is None else _tool_call_deltas(delta),
                     finish_reason=reason,
                     usage=_usage(chunk.usage) if reason else None,
                     model_version=chunk.model,

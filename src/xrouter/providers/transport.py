@@ -7,7 +7,6 @@ provider module only maps the error bodies its upstream sends.
 from __future__ import annotations
 
 import asyncio
-import functools
 import ssl
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from time import time
 import aiohttp
 from aiohttp.http_exceptions import LineTooLong
 
+from xrouter.deadlines import loop_timer
 from xrouter.errors import GatewayError, UpstreamError
 from xrouter.providers.base import Provider, UpstreamRequest
 
@@ -82,7 +82,7 @@ class UpstreamTransport:
             with _TransportFailures(provider.name):
                 content = response.content
                 if first_byte_at is not None:
-                    async with asyncio.timeout_at(first_byte_at):
+                    with loop_timer().deadline_at(first_byte_at):
                         first = await content.readline()
                     if not first:
                         return
@@ -124,7 +124,7 @@ class UpstreamTransport:
                     response = await sending
                 else:
                     # The first-byte clock covers sending and the wait for the response head.
-                    async with asyncio.timeout_at(first_byte_at):
+                    with loop_timer().deadline_at(first_byte_at):
                         response = await sending
                 if response.status < 300:
                     return response
@@ -138,10 +138,21 @@ class UpstreamTransport:
         raise AssertionError("unreachable: the second attempt returns or raises")
 
 
-@functools.lru_cache(maxsize=64)
 def _client_timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
-    # A handful of distinct timeouts per deployment (routes, targets): built once each.
-    return timeouts.client_timeout()
+    # A handful of distinct timeouts per deployment (routes, targets): built once each. Keyed
+    # by the three numbers aiohttp uses, not by ``timeouts``: the executor gives each request
+    # its own ``first_byte``, and hashing the dataclass runs Python code.
+    key = (timeouts.total, timeouts.connect, timeouts.read)
+    found = _CLIENT_TIMEOUTS.get(key)
+    if found is None:
+        if len(_CLIENT_TIMEOUTS) >= _MAX_CLIENT_TIMEOUTS:
+            _CLIENT_TIMEOUTS.clear()
+        found = _CLIENT_TIMEOUTS[key] = timeouts.client_timeout()
+    return found
+
+
+_CLIENT_TIMEOUTS: dict[tuple[float, float, float], aiohttp.ClientTimeout] = {}
+_MAX_CLIENT_TIMEOUTS = 64
 
 
 class _TransportFailures:

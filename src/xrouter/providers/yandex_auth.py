@@ -6,6 +6,10 @@ IAM token lives up to 12 hours; Yandex advises renewing it about hourly, so the 
 after an hour (or half its lifetime, if shorter) in the background while requests go on with
 the current one. Only when no usable token is left do requests wait, and then all of them wait
 for the same single exchange.
+
+joserfc (and the cryptography under it, about 12 MiB) is imported by the first exchange, in a
+worker thread that also reads the key: a worker never pays for it unless it uses a service
+account key.
 """
 
 from __future__ import annotations
@@ -16,19 +20,20 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import msgspec
-from joserfc import jwt
-from joserfc.jwk import RSAKey
 
 from xrouter.errors import UpstreamError
 from xrouter.providers.errors import malformed_response, upstream_status_error
 from xrouter.providers.transport import parse_retry_after, transport_error
+
+if TYPE_CHECKING:
+    from joserfc.jwk import RSAKey
 
 NAME = "yandex"
 # The audience Yandex requires, whatever address the token endpoint is reached at.
@@ -49,11 +54,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class AuthorizedKey:
-    """A service account's authorized key: the private key signs the token request."""
+    """A service account's authorized key: the private key (PEM) signs the token request."""
 
     key_id: str
     service_account_id: str
-    private_key: RSAKey
+    private_key_pem: str = field(repr=False)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> AuthorizedKey:
@@ -61,15 +66,24 @@ class AuthorizedKey:
         if "-----BEGIN" not in pem:
             raise ValueError("private_key is not a PEM key")
         # Yandex puts a "PLEASE DO NOT REMOVE THIS LINE!" comment before the PEM block.
-        key = RSAKey.import_key(pem[pem.index("-----BEGIN") :])
-        return cls(str(data["id"]), str(data["service_account_id"]), key)
+        return cls(str(data["id"]), str(data["service_account_id"]), pem[pem.index("-----BEGIN") :])
 
     @classmethod
     def from_file(cls, path: Path) -> AuthorizedKey:
         return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
 
-    def signed_jwt(self, now: float) -> str:
-        """The JWT that ``POST /iam/v1/tokens`` exchanges for an IAM token."""
+    def private_key(self) -> RSAKey:
+        """The key, read from the PEM: tens of milliseconds of CPU (the key is checked), and
+        the first call imports joserfc."""
+        from joserfc.jwk import RSAKey
+
+        return RSAKey.import_key(self.private_key_pem)
+
+    def signed_jwt(self, now: float, private_key: RSAKey | None = None) -> str:
+        """The JWT that ``POST /iam/v1/tokens`` exchanges for an IAM token, signed with
+        ``private_key`` (by default read anew)."""
+        from joserfc import jwt
+
         issued = int(now)
         header = {"typ": "JWT", "alg": "PS256", "kid": self.key_id}
         claims = {
@@ -78,7 +92,8 @@ class AuthorizedKey:
             "iat": issued,
             "exp": issued + JWT_LIFETIME_SECONDS,
         }
-        return jwt.encode(header, claims, self.private_key, algorithms=["PS256"])
+        key = private_key or self.private_key()
+        return jwt.encode(header, claims, key, algorithms=["PS256"])
 
 
 class _IamToken(msgspec.Struct):
@@ -109,6 +124,7 @@ class IamTokenCache:
         """``clock`` schedules renewals (monotonic, so wall-clock jumps do not matter); the
         JWT and the token's ``expiresAt`` are in wall-clock time."""
         self._key = key
+        self._private_key: RSAKey | None = None
         self._url = iam_url
         self._session = session
         self._clock = clock
@@ -152,9 +168,12 @@ class IamTokenCache:
             log.warning("could not renew the Yandex IAM token: %s", message)
 
     async def _run_exchange(self) -> str:
+        if self._private_key is None:
+            # Read once, off the event loop: the first exchange also imports joserfc.
+            self._private_key = await asyncio.to_thread(self._key.private_key)
         now = self._clock()
         wall = time.time()
-        body = msgspec.json.encode({"jwt": self._key.signed_jwt(wall)})
+        body = msgspec.json.encode({"jwt": self._key.signed_jwt(wall, self._private_key)})
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         self.exchanges += 1
         try:

@@ -1,8 +1,11 @@
 """Cancels upstream work when the client goes away, instead of finishing it for nobody.
 
-Once the request body has been read, the next ASGI ``receive()`` returns only when the client
-disconnects; racing it against the upstream call turns a closed client connection into a
-cancelled upstream request (aiohttp then closes that connection too). After the response has
+Under the gateway's own HTTP protocol (``xrouter.gateway.http_protocol``) the scope carries the
+``xrouter.disconnect`` extension: a callback registered there runs when the client's connection
+is lost, and cancels the request's task; no task is needed. Under any other ASGI server, once the
+request body has been read, the next ``receive()`` returns only when the client disconnects;
+one watcher task awaits it and cancels the request's task. Either way the cancellation runs
+through the upstream call (aiohttp then closes that connection too). After the response has
 started, ``EventStreamResponse`` does the same for streams.
 """
 
@@ -10,14 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
-from starlette.types import Receive
+from starlette.types import Receive, Scope
 
 from xrouter.errors import GatewayError
 
 T = TypeVar("T")
+
+# Scope extension name; its value is ``{"add": add, "discard": discard}``, each taking a
+# callback without arguments.
+DISCONNECT_EXTENSION = "xrouter.disconnect"
 
 
 class ClientDisconnectedError(GatewayError):
@@ -33,12 +40,40 @@ async def _disconnected(receive: Receive) -> None:
         pass
 
 
-async def unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
+async def unless_disconnected(scope: Scope, receive: Receive, work: Awaitable[T]) -> T:
     """The result of ``work``, or ``ClientDisconnectedError`` once ``work`` has been cancelled
     because the client left first.
 
-    ``work`` runs in the caller's task; one watcher task waits for the disconnect and cancels
-    the caller (one task per request instead of two and an ``asyncio.wait``)."""
+    ``work`` runs in the caller's task, which is cancelled when the client leaves: by a
+    callback of the server's disconnect extension if the scope has one, else by one watcher
+    task (one task per request instead of two and an ``asyncio.wait``)."""
+    extensions = scope.get("extensions")
+    notice: dict[str, Any] | None = extensions.get(DISCONNECT_EXTENSION) if extensions else None
+    if notice is None:
+        return await _watched(receive, work)
+    current = asyncio.current_task()
+    assert current is not None
+    left = False
+
+    def leave() -> None:
+        nonlocal left
+        left = True
+        current.cancel()
+
+    discard: Callable[[Callable[[], None]], None] = notice["discard"]
+    notice["add"](leave)
+    try:
+        return await work
+    except BaseException as error:
+        _raise_if_left(error, left, current)
+        raise
+    finally:
+        discard(leave)
+        if left:
+            current.uncancel()  # the callback's request, answered above
+
+
+async def _watched(receive: Receive, work: Awaitable[T]) -> T:
     current = asyncio.current_task()
     assert current is not None
     waiting = True
@@ -57,16 +92,21 @@ async def unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
     try:
         return await work
     except BaseException as error:
-        # The watcher cancelled ``work``: the client left, and the upstream call is closed by
-        # now (the cancellation ran through it). A cancellation from elsewhere too goes on.
-        cancelled_too = isinstance(error, asyncio.CancelledError) and current.cancelling() > 1
-        if left and not cancelled_too:
-            raise ClientDisconnectedError(
-                "The client closed the connection before the answer."
-            ) from None
+        _raise_if_left(error, left, current)
         raise
     finally:
         waiting = False
         watcher.cancel()
         if left:
             current.uncancel()  # the watcher's request, answered above
+
+
+def _raise_if_left(error: BaseException, left: bool, current: asyncio.Task[Any]) -> None:
+    """``work`` was cancelled because the client left (the upstream call is closed by now: the
+    cancellation ran through it): that is a ``ClientDisconnectedError``. A cancellation from
+    elsewhere too goes on."""
+    cancelled_too = isinstance(error, asyncio.CancelledError) and current.cancelling() > 1
+    if left and not cancelled_too:
+        raise ClientDisconnectedError(
+            "The client closed the connection before the answer."
+        ) from None

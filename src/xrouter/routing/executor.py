@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Generic, TypeVar
 
 import msgspec
-from starlette.types import Receive
+from starlette.types import Receive, Scope
 
 from xrouter.errors import GatewayError, InvalidRequestError, UpstreamError
 from xrouter.gateway.wire import ChatCompletionRequest, EmbeddingsRequest
@@ -192,10 +192,10 @@ class RouteExecutor:
 
         return await self._run(plan, call)
 
-    async def watch(self, receive: Receive, work: Awaitable[T]) -> T:
+    async def watch(self, scope: Scope, receive: Receive, work: Awaitable[T]) -> T:
         """``work`` (an attempt run), cancelled if the client disconnects first."""
         try:
-            return await unless_disconnected(receive, work)
+            return await unless_disconnected(scope, receive, work)
         except ClientDisconnectedError:
             self._metrics.client_disconnects.inc()
             raise
@@ -274,10 +274,7 @@ class RouteExecutor:
         seconds = time.perf_counter() - started
         self._breakers.record(planned.key, True)
         self._latency.observe(planned.key, seconds)
-        metrics = self._metrics
-        metrics.attempts.labels(planned.key, "ok").inc()
-        metrics.first_byte.labels(planned.key).observe(seconds)
-        metrics.attempt_seconds.labels(planned.key, "ok").observe(seconds)
+        self._metrics.succeeded(planned.key, seconds)
         run.attempts.append(Attempt(planned.key, 200, None, seconds * 1000))
 
     def _failed(

@@ -6,8 +6,9 @@ bounded by the configuration and the providers' catalogues, and none of them sec
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Gauge
 
+from xrouter.observability.loop_metrics import Counter, Histogram
 from xrouter.routing.breaker import BreakerState
 
 # From a fast cached answer to a long generation.
@@ -79,6 +80,22 @@ class RoutingMetrics:
             "Requests whose client went away while an upstream attempt ran (it was cancelled).",
             registry=registry,
         )
+        # The children a successful attempt updates, by target (targets are configured).
+        self._succeeded: dict[str, tuple[Counter, Histogram, Histogram]] = {}
+
+    def succeeded(self, target: str, seconds: float) -> None:
+        """An attempt at ``target`` answered after ``seconds``."""
+        children = self._succeeded.get(target)
+        if children is None:
+            children = self._succeeded[target] = (
+                self.attempts.labels(target, "ok"),
+                self.first_byte.labels(target),
+                self.attempt_seconds.labels(target, "ok"),
+            )
+        attempts, first_byte, attempt_seconds = children
+        attempts.inc()
+        first_byte.observe(seconds)
+        attempt_seconds.observe(seconds)
 
     def breaker_changed(
         self, target: str, state: BreakerState, open_until: float | None, local: bool

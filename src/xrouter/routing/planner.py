@@ -73,10 +73,11 @@ class PlannedTarget:
     capabilities: CapabilityConfig | None = None
     # The upstream request, once translated for this target.
     prepared: UpstreamRequest | None = None
+    # The target's public id: planning, routing and metrics read it many times per request.
+    key: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> str:
-        return self.target.public_id
+    def __post_init__(self) -> None:
+        self.key = self.target.public_id
 
     def cost(self, prompt_tokens: int, output_tokens: int) -> float | None:
         if self.price is None:
@@ -281,6 +282,8 @@ class RoutePlanner:
 
     def _skip_open_circuits(self, plan: Plan) -> None:
         healthy = [c for c in plan.targets if self._breakers.available(c.key)]
+        if len(healthy) == len(plan.targets):
+            return
         if not healthy:
             plan.forced = bool(plan.targets)
             return
