@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from starlette.types import Receive, Scope
@@ -35,9 +35,28 @@ class ClientDisconnectedError(GatewayError):
     default_code = "client_disconnected"
 
 
-async def _disconnected(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
+class _Departure:
+    """Whether the client left while ``work`` ran; ``leave`` cancels the request's task."""
+
+    __slots__ = ("left", "task", "waiting")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.waiting = True
+        self.left = False
+
+    def leave(self) -> None:
+        if self.waiting:
+            self.left = True
+            self.task.cancel()
+
+
+async def _watch(receive: Receive, departure: _Departure) -> None:
+    # A receive() that fails has lost the client just the same.
+    with contextlib.suppress(Exception):
+        while (await receive())["type"] != "http.disconnect":
+            pass
+    departure.leave()
 
 
 async def unless_disconnected(scope: Scope, receive: Receive, work: Awaitable[T]) -> T:
@@ -47,66 +66,33 @@ async def unless_disconnected(scope: Scope, receive: Receive, work: Awaitable[T]
     ``work`` runs in the caller's task, which is cancelled when the client leaves: by a
     callback of the server's disconnect extension if the scope has one, else by one watcher
     task (one task per request instead of two and an ``asyncio.wait``)."""
+    current = asyncio.current_task()
+    assert current is not None
+    departure = _Departure(current)
     extensions = scope.get("extensions")
     notice: dict[str, Any] | None = extensions.get(DISCONNECT_EXTENSION) if extensions else None
+    watcher: asyncio.Future[None] | None = None
     if notice is None:
-        return await _watched(receive, work)
-    current = asyncio.current_task()
-    assert current is not None
-    left = False
-
-    def leave() -> None:
-        nonlocal left
-        left = True
-        current.cancel()
-
-    discard: Callable[[Callable[[], None]], None] = notice["discard"]
-    notice["add"](leave)
+        watcher = asyncio.ensure_future(_watch(receive, departure))
+    else:
+        notice["add"](departure.leave)
     try:
         return await work
     except BaseException as error:
-        _raise_if_left(error, left, current)
+        # Cancelled because the client left (the upstream call is closed by now: the
+        # cancellation ran through it). A cancellation from elsewhere too goes on.
+        cancelled_too = isinstance(error, asyncio.CancelledError) and current.cancelling() > 1
+        if departure.left and not cancelled_too:
+            raise ClientDisconnectedError(
+                "The client closed the connection before the answer."
+            ) from None
         raise
     finally:
-        discard(leave)
-        if left:
-            current.uncancel()  # the callback's request, answered above
-
-
-async def _watched(receive: Receive, work: Awaitable[T]) -> T:
-    current = asyncio.current_task()
-    assert current is not None
-    waiting = True
-    left = False
-
-    async def watch() -> None:
-        nonlocal left
-        # A receive() that fails has lost the client just the same.
-        with contextlib.suppress(Exception):
-            await _disconnected(receive)
-        if waiting:
-            left = True
-            current.cancel()
-
-    watcher = asyncio.ensure_future(watch())
-    try:
-        return await work
-    except BaseException as error:
-        _raise_if_left(error, left, current)
-        raise
-    finally:
-        waiting = False
-        watcher.cancel()
-        if left:
-            current.uncancel()  # the watcher's request, answered above
-
-
-def _raise_if_left(error: BaseException, left: bool, current: asyncio.Task[Any]) -> None:
-    """``work`` was cancelled because the client left (the upstream call is closed by now: the
-    cancellation ran through it): that is a ``ClientDisconnectedError``. A cancellation from
-    elsewhere too goes on."""
-    cancelled_too = isinstance(error, asyncio.CancelledError) and current.cancelling() > 1
-    if left and not cancelled_too:
-        raise ClientDisconnectedError(
-            "The client closed the connection before the answer."
-        ) from None
+        departure.waiting = False
+        if watcher is not None:
+            watcher.cancel()
+        else:
+            assert notice is not None
+            notice["discard"](departure.leave)
+        if departure.left:
+            current.uncancel()  # the departure's request, answered above
