@@ -204,6 +204,7 @@ async def port(app: Recorder) -> AsyncIterator[int]:
         yield port
 
 
+@asynccontextmanager
 async def connect(port: int) -> AsyncIterator[Connection]:
     connection = await Connection.open(port)
     try:
@@ -212,9 +213,19 @@ async def connect(port: int) -> AsyncIterator[Connection]:
         await connection.close()
 
 
+@asynccontextmanager
+async def counted_client(
+    app: Recorder, protocol: type[HttpToolsProtocol]
+) -> AsyncIterator[tuple[Connection, list[bytes]]]:
+    """A client of ``app`` served by ``protocol``, and the list of the server's writes."""
+    writes: list[bytes] = []
+    async with serving(app, counting(protocol, writes)) as port, connect(port) as client:
+        yield client, writes
+
+
 @pytest.fixture
 async def client(port: int) -> AsyncIterator[Connection]:
-    async for connection in connect(port):
+    async with connect(port) as connection:
         yield connection
 
 
@@ -224,14 +235,12 @@ async def client(port: int) -> AsyncIterator[Connection]:
 async def test_the_head_and_a_body_go_out_in_one_write(
     app: Recorder, protocol: type[HttpToolsProtocol], expected_writes: int
 ) -> None:
-    writes: list[bytes] = []
-    async with serving(app, counting(protocol, writes)) as port:
-        async for client in connect(port):
-            client.request("/json")
-            status, headers = await client.head()
-            assert status == b"HTTP/1.1 200 OK"
-            assert headers["content-type"] == "application/json"
-            assert await client.body(headers) == BODY
+    async with counted_client(app, protocol) as (client, writes):
+        client.request("/json")
+        status, headers = await client.head()
+        assert status == b"HTTP/1.1 200 OK"
+        assert headers["content-type"] == "application/json"
+        assert await client.body(headers) == BODY
     assert len(writes) == expected_writes  # uvicorn's own protocol writes twice
     assert writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
     assert b"".join(writes).endswith(b"\r\n\r\n" + BODY)
@@ -249,11 +258,10 @@ async def test_the_head_and_a_body_go_out_in_one_write(
 async def test_a_forbidden_character_in_a_header_fails_as_under_uvicorn(
     app: Recorder, protocol: type[HttpToolsProtocol], path: str, error: str
 ) -> None:
-    async with serving(app, protocol) as port:
-        async for client in connect(port):
-            client.request(path)
-            # The response had started: uvicorn closes the connection without a 500.
-            assert await client.closed()
+    async with serving(app, protocol) as port, connect(port) as client:
+        client.request(path)
+        # The response had started: uvicorn closes the connection without a 500.
+        assert await client.closed()
     assert app.errors == [error]
 
 
@@ -285,26 +293,22 @@ async def test_a_204_has_no_body_and_no_chunked_encoding(client: Connection) -> 
 async def test_a_stream_is_chunked_and_its_head_leaves_with_the_first_chunk(
     app: Recorder,
 ) -> None:
-    writes: list[bytes] = []
-    async with serving(app, counting(GatewayHttpProtocol, writes)) as port:
-        async for client in connect(port):
-            client.request("/stream")
-            _, headers = await client.head()
-            assert headers["transfer-encoding"] == "chunked"
-            assert await client.body(headers) == b"5\r\nfirst\r\n6\r\nsecond\r\n0\r\n\r\n"
+    async with counted_client(app, GatewayHttpProtocol) as (client, writes):
+        client.request("/stream")
+        _, headers = await client.head()
+        assert headers["transfer-encoding"] == "chunked"
+        assert await client.body(headers) == b"5\r\nfirst\r\n6\r\nsecond\r\n0\r\n\r\n"
     assert writes[0].endswith(b"\r\n\r\n5\r\nfirst\r\n")
     assert writes[1:] == [b"6\r\nsecond\r\n", b"0\r\n\r\n"]
 
 
 async def test_a_slow_first_chunk_does_not_hold_back_the_head(app: Recorder) -> None:
-    writes: list[bytes] = []
-    async with serving(app, counting(GatewayHttpProtocol, writes)) as port:
-        async for client in connect(port):
-            started = time.monotonic()
-            client.request("/slow-stream")
-            _, headers = await client.head()
-            assert time.monotonic() - started < SLOW_CHUNK_SECONDS / 2
-            assert await client.body(headers) == b"4\r\nlate\r\n0\r\n\r\n"
+    async with counted_client(app, GatewayHttpProtocol) as (client, writes):
+        started = time.monotonic()
+        client.request("/slow-stream")
+        _, headers = await client.head()
+        assert time.monotonic() - started < SLOW_CHUNK_SECONDS / 2
+        assert await client.body(headers) == b"4\r\nlate\r\n0\r\n\r\n"
     assert writes[0].endswith(b"\r\n\r\n")  # the head, alone
     assert writes[1] == b"4\r\nlate\r\n0\r\n\r\n"
 

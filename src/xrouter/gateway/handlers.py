@@ -305,9 +305,7 @@ class _UsageContext:
 
     def response_headers(self, routing: dict[str, str] | None = None) -> dict[str, str]:
         """The rate-limit headers and ``x-generation-id``, then ``routing``'s, in one dict."""
-        if routing is None:
-            return {**self.admission.headers, "x-generation-id": self.generation_id}
-        return {**self.admission.headers, "x-generation-id": self.generation_id, **routing}
+        return {**self.admission.headers, "x-generation-id": self.generation_id, **(routing or {})}
 
     def record(
         self,

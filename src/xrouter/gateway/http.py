@@ -116,7 +116,7 @@ class JSONBytesResponse(Response):
                 (name.lower().encode("latin-1"), value.encode("latin-1"))
                 for name, value in headers.items()
             ]
-            if not _OWN_HEADERS.isdisjoint(dict(raw)):
+            if any(name in _OWN_HEADERS for name, _ in raw):
                 # Rare: the caller set one of them; Starlette's rules decide which is sent.
                 self.init_headers(headers)
                 return

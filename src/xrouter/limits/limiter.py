@@ -66,7 +66,6 @@ class RateLimiter:
         self._settlements: list[tuple[LimiterBackend, Sequence[Limit], list[int]]] = []
         self._settler: asyncio.Task[None] | None = None
         self._settle_budget = SharedTimeout(SETTLE_TIMEOUT_SECONDS)
-        self._check_counters: dict[tuple[str, bool], Counter] = {}
 
     async def admit(self, key: ActiveKey, target: ModelTarget, tokens: int) -> Admission:
         """Charge one request and ``tokens`` estimated tokens to every applicable limit, or
@@ -121,13 +120,7 @@ class RateLimiter:
             self._settler = None
 
     def _checks(self, source: str, allowed: bool) -> Counter:
-        # Labelled children cached: ``labels()`` takes a lock and builds tuples every time.
-        counter = self._check_counters.get((source, allowed))
-        if counter is None:
-            result = "allowed" if allowed else "rejected"
-            counter = self._metrics.checks.labels(source, result)
-            self._check_counters[source, allowed] = counter
-        return counter
+        return self._metrics.checks.labels(source, "allowed" if allowed else "rejected")
 
     async def close(self) -> None:
         """Wait (briefly) for pending settlements, then close the backend and the webhook."""

@@ -183,7 +183,6 @@ class RedisBackend:
         caller, which is exactly what the server's time gives for free)."""
         self._client = client
         self._clock = clock
-        self._timeout = timeout
         self._budget = SharedTimeout(timeout)
         self._observe = observe_latency
         self._acquire = RedisScript(ACQUIRE_SCRIPT)
@@ -264,7 +263,7 @@ class RedisBackend:
                     reply = await self._run(script, keys, args)
         except TimeoutError as error:
             raise BackendUnavailableError(
-                "timeout", f"no reply in {self._timeout * 1000:g} ms"
+                "timeout", f"no reply in {self._budget.seconds * 1000:g} ms"
             ) from error
         except _UNREACHABLE as error:
             raise BackendUnavailableError("connection", type(error).__name__) from error

@@ -89,15 +89,19 @@ class _CachedChildren(MetricWrapperBase):
         self._children = {}
 
 
-class Counter(_CachedChildren, prometheus_client.Counter):
-    """``prometheus_client.Counter`` with a lock-free value and a cached ``labels()``."""
+class _PlainValued(MetricWrapperBase):
+    """A counter's or gauge's value as a ``PlainValue`` in a single process."""
 
     _value = _MISSING_LABELS
 
     def _metric_init(self) -> None:
-        super()._metric_init()
+        super()._metric_init()  # type: ignore[no-untyped-call]  # typed in the subclasses
         if _single_process():
             self._value = PlainValue()
+
+
+class Counter(_CachedChildren, _PlainValued, prometheus_client.Counter):
+    """``prometheus_client.Counter`` with a lock-free value and a cached ``labels()``."""
 
     def inc(self, amount: float = 1, exemplar: dict[str, str] | None = None) -> None:
         if amount < 0 or exemplar is not None:
@@ -106,15 +110,8 @@ class Counter(_CachedChildren, prometheus_client.Counter):
         self._value.inc(amount)
 
 
-class Gauge(_CachedChildren, prometheus_client.Gauge):
+class Gauge(_CachedChildren, _PlainValued, prometheus_client.Gauge):
     """``prometheus_client.Gauge`` with a lock-free value and a cached ``labels()``."""
-
-    _value = _MISSING_LABELS
-
-    def _metric_init(self) -> None:
-        super()._metric_init()
-        if _single_process():
-            self._value = PlainValue()
 
     def inc(self, amount: float = 1) -> None:
         if self._is_most_recent:

@@ -7,6 +7,7 @@ provider module only maps the error bodies its upstream sends.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
@@ -36,9 +37,14 @@ class Timeouts:
     first_byte: float | None = None
 
     def client_timeout(self) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(
-            total=self.total, sock_connect=self.connect, sock_read=self.read
-        )
+        """aiohttp's timeout for these numbers, built once for each distinct (total, connect,
+        read): ``first_byte``, which differs per request, is not aiohttp's."""
+        return _client_timeout(self.total, self.connect, self.read)
+
+
+@functools.lru_cache(maxsize=64)  # a handful per deployment (routes, targets)
+def _client_timeout(total: float, connect: float, read: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=total, sock_connect=connect, sock_read=read)
 
 
 def create_session(timeouts: Timeouts, max_connections: int) -> aiohttp.ClientSession:
@@ -106,7 +112,7 @@ class UpstreamTransport:
         ``UpstreamError``s."""
         options: dict[str, object] = {}
         if timeouts is not None:
-            options["timeout"] = _client_timeout(timeouts)
+            options["timeout"] = timeouts.client_timeout()
             if first_byte_at is None:
                 first_byte_at = _first_byte_deadline(timeouts)
         with _TransportFailures(provider.name):
@@ -136,23 +142,6 @@ class UpstreamTransport:
                 finally:
                     response.release()
         raise AssertionError("unreachable: the second attempt returns or raises")
-
-
-def _client_timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
-    # A handful of distinct timeouts per deployment (routes, targets): built once each. Keyed
-    # by the three numbers aiohttp uses, not by ``timeouts``: the executor gives each request
-    # its own ``first_byte``, and hashing the dataclass runs Python code.
-    key = (timeouts.total, timeouts.connect, timeouts.read)
-    found = _CLIENT_TIMEOUTS.get(key)
-    if found is None:
-        if len(_CLIENT_TIMEOUTS) >= _MAX_CLIENT_TIMEOUTS:
-            _CLIENT_TIMEOUTS.clear()
-        found = _CLIENT_TIMEOUTS[key] = timeouts.client_timeout()
-    return found
-
-
-_CLIENT_TIMEOUTS: dict[tuple[float, float, float], aiohttp.ClientTimeout] = {}
-_MAX_CLIENT_TIMEOUTS = 64
 
 
 class _TransportFailures:

@@ -80,22 +80,12 @@ class RoutingMetrics:
             "Requests whose client went away while an upstream attempt ran (it was cancelled).",
             registry=registry,
         )
-        # The children a successful attempt updates, by target (targets are configured).
-        self._succeeded: dict[str, tuple[Counter, Histogram, Histogram]] = {}
 
     def succeeded(self, target: str, seconds: float) -> None:
         """An attempt at ``target`` answered after ``seconds``."""
-        children = self._succeeded.get(target)
-        if children is None:
-            children = self._succeeded[target] = (
-                self.attempts.labels(target, "ok"),
-                self.first_byte.labels(target),
-                self.attempt_seconds.labels(target, "ok"),
-            )
-        attempts, first_byte, attempt_seconds = children
-        attempts.inc()
-        first_byte.observe(seconds)
-        attempt_seconds.observe(seconds)
+        self.attempts.labels(target, "ok").inc()
+        self.first_byte.labels(target).observe(seconds)
+        self.attempt_seconds.labels(target, "ok").observe(seconds)
 
     def breaker_changed(
         self, target: str, state: BreakerState, open_until: float | None, local: bool
