@@ -169,6 +169,8 @@
 
   document.querySelectorAll("[data-copy]").forEach(function (button) {
     button.addEventListener("click", function () { copySecret(button); });
+    // Shown only once it works: before this script runs, a click would do nothing.
+    button.hidden = false;
   });
   var box = document.getElementById("usage");
   if (box) { startChart(box); }
