@@ -16,6 +16,7 @@ from xrouter.storage.models import ApiKey, UsageRecord, UsageRollup, new_id
 from xrouter.usage.periods import Calendar
 from xrouter.usage.pricing import PriceTable, load_prices, read_price_file
 from xrouter.usage.recorder import UsageRecorder
+from xrouter.usage.rollups import last_used, rollup_rows
 from xrouter.usage.spend import MonthlySpend
 
 KEY = "key_0123456789abcdef"
@@ -107,6 +108,51 @@ async def test_spend_is_counted_when_recorded_and_loaded_at_start(
     await fresh.close()
     await spend.close()
     await recorder.close()
+
+
+def test_rollup_rows_sum_minutes_into_hours_and_local_days() -> None:
+    calendar = Calendar(3)  # local midnight is 21:00 UTC
+
+    def record(moment: datetime, key_id: str | None = KEY, **values: object) -> dict[str, object]:
+        fields: dict[str, object] = {
+            "key_id": key_id,
+            "created_at": moment,
+            "status_code": 200,
+            "prompt_tokens": 1,
+            "completion_tokens": 2,
+            "cost_rub": None,
+            "latency_ms": 10.0,
+            "ttft_ms": None,
+        }
+        return fields | values
+
+    records = [
+        record(datetime(2026, 3, 1, 20, 59, 1, tzinfo=UTC), status_code=500, ttft_ms=4.0),
+        record(datetime(2026, 3, 1, 20, 59, 59, tzinfo=UTC), cost_rub=0.5),
+        record(datetime(2026, 3, 1, 21, 0, 0, tzinfo=UTC)),  # the next local day
+        record(datetime(2026, 3, 1, 21, 0, 0, tzinfo=UTC), key_id="key_other"),
+        record(datetime(2026, 3, 1, 21, 0, 0, tzinfo=UTC), key_id=None),
+    ]
+
+    rows = rollup_rows(records, calendar)
+
+    before = (2, 1, 2, 4, 0.5, 20.0, 4.0, 1)  # the two records before local midnight
+    after = (1, 0, 1, 2, 0.0, 10.0, 0.0, 0)  # one record at local midnight
+    assert rows == [
+        (KEY, "day", datetime(2026, 2, 28, 21, tzinfo=UTC), *before),
+        (KEY, "day", datetime(2026, 3, 1, 21, tzinfo=UTC), *after),
+        (KEY, "hour", datetime(2026, 3, 1, 20, tzinfo=UTC), *before),
+        (KEY, "hour", datetime(2026, 3, 1, 21, tzinfo=UTC), *after),
+        (KEY, "minute", datetime(2026, 3, 1, 20, 59, tzinfo=UTC), *before),
+        (KEY, "minute", datetime(2026, 3, 1, 21, tzinfo=UTC), *after),
+        ("key_other", "day", datetime(2026, 3, 1, 21, tzinfo=UTC), *after),
+        ("key_other", "hour", datetime(2026, 3, 1, 21, tzinfo=UTC), *after),
+        ("key_other", "minute", datetime(2026, 3, 1, 21, tzinfo=UTC), *after),
+    ]
+    assert last_used(records) == [
+        ("key_0123456789abcdef", datetime(2026, 3, 1, 21, tzinfo=UTC)),
+        ("key_other", datetime(2026, 3, 1, 21, tzinfo=UTC)),
+    ]
 
 
 def test_month_boundaries_follow_the_offset() -> None:

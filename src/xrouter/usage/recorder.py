@@ -23,22 +23,23 @@ import logging
 import time
 from collections import deque
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
 
 import msgspec
-from sqlalchemy import Insert, Table
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from xrouter.background import stop_tasks
-from xrouter.storage.models import UsageRecord, new_id, utc_now
+from xrouter.storage.models import new_id
 from xrouter.usage.journal import AdoptedSegment, Segment, UsageJournal
 from xrouter.usage.periods import Calendar
 from xrouter.usage.pricing import PriceTable
-from xrouter.usage.rollups import write_rollups
+from xrouter.usage.rollups import last_used, rollup_rows
 from xrouter.usage.spend import MonthlySpend
+from xrouter.usage.statements import RECORD_COLUMNS, usage_statements
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +49,6 @@ _INSTANCE_ID_LENGTH = 12
 MAX_RETRY_DELAY_SECONDS = 30.0
 CLOSING_RETRY_DELAY_SECONDS = 0.2
 DEFAULT_CLOSE_TIMEOUT_SECONDS = 10.0
-# Both databases cap bound parameters per statement (SQLite 32766, PostgreSQL 32767).
-_MAX_PARAMETERS = 32_000
-_TABLE: Table = UsageRecord.metadata.tables[UsageRecord.__tablename__]
-_COLUMNS = tuple(column.name for column in _TABLE.columns)
 DEFAULT_ADOPT_SECONDS = 2.0
 _JOURNAL_ENCODER = msgspec.msgpack.Encoder()
 
@@ -114,8 +111,7 @@ class UsageRecorder:
         self._spend = spend
         self._calendar = calendar or (spend.calendar if spend is not None else Calendar(0))
         self._flush_seconds = flush_seconds
-        columns = len(_TABLE.columns)
-        self._batch_size = max(1, min(batch_size, _MAX_PARAMETERS // columns))
+        self._batch_size = max(1, batch_size)
         self._max_buffered = max_buffered
         self._buffer: deque[dict[str, Any]] = deque()
         self._wake = asyncio.Event()
@@ -169,11 +165,17 @@ class UsageRecorder:
                 return
             row = msgspec.structs.asdict(event)
             row["id"] = event.id or self.new_id()
-            row["created_at"] = utc_now()
-            if event.cost_rub is None:
-                row["cost_rub"] = self._cost(event)
+            row["created_at"] = datetime.now(UTC)
+            cost = event.cost_rub
+            if cost is None:
+                prices = self._prices
+                cost = row["cost_rub"] = (
+                    0.0
+                    if prices is None
+                    else prices.cost(event.model, event.prompt_tokens, event.completion_tokens)
+                )
             if self._spend is not None and event.key_id is not None:
-                self._spend.add(event.key_id, row["cost_rub"])
+                self._spend.add(event.key_id, cost)
             if self._journal is not None:
                 self._track(self._journal.append(_JOURNAL_ENCODER.encode(row)), 1)
             self._buffer.append(row)
@@ -182,11 +184,6 @@ class UsageRecorder:
         except Exception:
             # Losing one usage row must never fail the request that produced it.
             logger.exception("could not queue a usage event")
-
-    def _cost(self, event: UsageEvent) -> float:
-        if self._prices is None:
-            return 0.0
-        return self._prices.cost(event.model, event.prompt_tokens, event.completion_tokens)
 
     async def start(self) -> None:
         """Start the background writer (and this process's journal segment)."""
@@ -343,16 +340,18 @@ class UsageRecorder:
 
     async def _write(self, rows: list[dict[str, Any]]) -> None:
         async with self._sessions() as session:
-            # executemany with one cached statement: compiling a multi-row VALUES clause costs
-            # the event loop tens of milliseconds per thousand rows, executemany a few.
-            statement = _insert_ignoring_duplicates(session).returning(_TABLE.c.id)
-            inserted: set[str] = set()
-            for page in _pages(rows):
-                inserted.update((await session.execute(statement, page)).scalars())
-            # Only what this INSERT added: a retry after an ambiguous failure counts nothing
-            # twice.
-            await write_rollups(session, [r for r in rows if r["id"] in inserted], self._calendar)
+            connection = await session.connection()
+            await connection.run_sync(self._write_in_transaction, rows)
             await session.commit()
+
+    def _write_in_transaction(self, connection: Connection, rows: list[dict[str, Any]]) -> None:
+        statements = usage_statements(connection.dialect.name)
+        added: list[dict[str, Any]] = []
+        for page in _pages(rows):
+            added += statements.insert_records(connection, page)
+        # Only what this INSERT added: a retry after an ambiguous failure counts nothing twice.
+        statements.upsert_rollups(connection, rollup_rows(added, self._calendar))
+        statements.update_last_used(connection, last_used(added))
 
     async def _write_one_by_one(self, rows: list[dict[str, Any]]) -> None:
         # One bad row (say, a NULL where a value is required) must not block the queue forever.
@@ -364,26 +363,16 @@ class UsageRecorder:
                 logger.exception("dropping a usage record the database refuses: %r", row)
 
 
-# Rows per INSERT. Preparing a page's parameters runs on the event loop, about 10 µs a row:
-# a page of 256 held every request in flight for ~3 ms once a second (the open-loop p99),
-# one of 64 for under a millisecond, between which the loop serves requests.
-PAGE_ROWS = 64
+# Rows per INSERT. Preparing a page's parameters holds the event loop (about 2 µs a row on
+# PostgreSQL, 1 µs on SQLite): a page of 256 keeps that well under a millisecond, between
+# which the loop serves requests. Every page size shares one SQL text (see statements.py).
+PAGE_ROWS = 256
 
 
 def _pages(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
-    """``rows`` in slices of at most ``PAGE_ROWS`` whose lengths are powers of two, largest
-    first.
-
-    With RETURNING, each row count is its own SQL text (one VALUES tuple per row), and SQLite
-    and asyncpg keep the statements they prepare, per connection: flushes of any size from 1
-    to 500 rows filled SQLite's cache with up to 128 compiled statements of up to 0.8 MiB each,
-    and a worker grew by 70 MiB in 100k requests. Powers of two up to 64 leave seven texts.
-    """
-    start = 0
-    while start < len(rows):
-        size = min(1 << ((len(rows) - start).bit_length() - 1), PAGE_ROWS)
-        yield rows[start : start + size]
-        start += size
+    """``rows`` in slices of at most ``PAGE_ROWS``."""
+    for start in range(0, len(rows), PAGE_ROWS):
+        yield rows[start : start + PAGE_ROWS]
 
 
 def _journaled_row(payload: bytes) -> dict[str, Any] | None:
@@ -397,19 +386,10 @@ def _journaled_row(payload: bytes) -> dict[str, Any] | None:
     if not isinstance(row, dict) or not isinstance(row.get("id"), str) or "created_at" not in row:
         logger.error("dropping an unreadable usage journal entry of %d bytes", len(payload))
         return None
-    return {name: row.get(name, _EVENT_DEFAULTS.get(name)) for name in _COLUMNS}
+    return {name: row.get(name, _EVENT_DEFAULTS.get(name)) for name in RECORD_COLUMNS}
 
 
 async def _wait_for(event: asyncio.Event, timeout: float) -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(timeout):
             await event.wait()
-
-
-def _insert_ignoring_duplicates(session: AsyncSession) -> Insert:
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(_TABLE).on_conflict_do_nothing(index_elements=["id"])
-    if dialect == "sqlite":
-        return sqlite.insert(_TABLE).on_conflict_do_nothing(index_elements=["id"])
-    raise NotImplementedError(f"usage records are not supported on {dialect}")
