@@ -30,7 +30,8 @@ ECHO = RedisScript("return {KEYS[1], ARGV[1], ARGV[2]}")
 
 @pytest.fixture
 async def client(redis_url: str) -> AsyncIterator[PipelinedRedis]:
-    connection = PipelinedRedis.from_url(redis_url)
+    # Generous timeouts: 500 callers at once on a loaded machine can take over a second.
+    connection = PipelinedRedis.from_url(redis_url, connect_timeout=5.0, reply_timeout=5.0)
     yield connection
     await connection.aclose()
 

@@ -35,6 +35,17 @@ def test_a_keys_own_limits_replace_the_defaults(tmp_path: Path) -> None:
     ]
 
 
+def test_limits_are_cached_per_key_object_and_follow_a_changed_key(tmp_path: Path) -> None:
+    policy = LimitPolicy(make_settings(tmp_path, rate_limit_key_rpm=60))
+    active = key(tpm=700)
+    first = policy.limits_for(active, TARGET)
+    assert policy.limits_for(active, TARGET) is first
+    # The key reloaded with new limits: a new object, whose limits are its own.
+    changed = policy.limits_for(key(tpm=900), TARGET)
+    assert [limit.limit for limit in changed] == [60, 900]
+    assert [limit.limit for limit in policy.limits_for(active, TARGET)] == [60, 700]
+
+
 def test_owner_model_and_provider_limits(tmp_path: Path) -> None:
     settings = make_settings(
         tmp_path,

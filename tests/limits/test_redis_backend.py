@@ -15,8 +15,9 @@ from tests.limits.clock import FakeClock
 from tests.limits.redis_server import PrivateRedis
 from xrouter.limits.backend import BackendUnavailableError
 from xrouter.limits.memory import MemoryBackend
+from xrouter.limits.pipelined_redis import PipelinedRedis
 from xrouter.limits.policy import Limit
-from xrouter.limits.redis_backend import RedisBackend
+from xrouter.limits.redis_backend import LimiterClient, RedisBackend
 
 pytestmark = pytest.mark.redis
 
@@ -24,6 +25,21 @@ pytestmark = pytest.mark.redis
 @pytest.fixture
 async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     connection = aioredis.from_url(redis_url)
+    yield connection
+    await connection.aclose()
+
+
+@pytest.fixture(params=["redis-py", "pipelined"])
+async def backend_client(
+    request: pytest.FixtureRequest, redis_url: str
+) -> AsyncIterator[LimiterClient]:
+    """The backend's client: redis-py's (Sentinel, Cluster), or the pipelined one (a single
+    server), which packs the scripts' arguments itself."""
+    connection: LimiterClient = (
+        aioredis.from_url(redis_url)
+        if request.param == "redis-py"
+        else PipelinedRedis.from_url(redis_url)
+    )
     yield connection
     await connection.aclose()
 
@@ -43,12 +59,12 @@ def fresh_limits(*specs: tuple[str, int]) -> list[Limit]:
     ],
 )
 async def test_the_script_matches_the_reference(
-    client: aioredis.Redis, steps: list[tuple[float, int, int]]
+    backend_client: LimiterClient, steps: list[tuple[float, int, int]]
 ) -> None:
     limits = fresh_limits(("rpm", 10), ("tpm", 1000))
     clock = FakeClock(now=1_700_000_000.0)
     reference = MemoryBackend(clock=clock)
-    backend = RedisBackend(client, 1.0, clock=clock)
+    backend = RedisBackend(backend_client, 1.0, clock=clock)
     for advance, tokens, change in steps:
         clock.advance(advance)
         expected = await reference.acquire(limits, [1, tokens])
@@ -63,10 +79,10 @@ async def test_the_script_matches_the_reference(
             await backend.adjust(limits, [0, change])
 
 
-async def test_no_double_burst_at_a_minute_edge(client: aioredis.Redis) -> None:
+async def test_no_double_burst_at_a_minute_edge(backend_client: LimiterClient) -> None:
     (limit,) = fresh_limits(("rpm", 10))
     clock = FakeClock(now=1_700_000_039.9)  # 0.1 s before a whole minute
-    backend = RedisBackend(client, 1.0, clock=clock)
+    backend = RedisBackend(backend_client, 1.0, clock=clock)
     first = [await backend.acquire([limit], [1]) for _ in range(10)]
     clock.now += 0.2  # across the minute edge
     second = [await backend.acquire([limit], [1]) for _ in range(10)]
@@ -90,9 +106,11 @@ async def test_concurrent_clients_get_exactly_the_limit(redis_url: str) -> None:
     assert sum(decision.allowed for decision in decisions) == 25
 
 
-async def test_a_flushed_script_cache_is_refilled(client: aioredis.Redis) -> None:
+async def test_a_flushed_script_cache_is_refilled(
+    client: aioredis.Redis, backend_client: LimiterClient
+) -> None:
     limits = fresh_limits(("rpm", 5))
-    backend = RedisBackend(client, 1.0)
+    backend = RedisBackend(backend_client, 1.0)
     assert (await backend.acquire(limits, [1])).allowed
     await client.script_flush()
     assert (await backend.acquire(limits, [1])).allowed

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from xrouter.limits.policy import Limit
 
@@ -24,8 +24,9 @@ from xrouter.limits.policy import Limit
 MAX_SLACK_SECONDS = 0.001
 
 
-@dataclass(frozen=True, slots=True)
-class BucketState:
+# Named tuples rather than frozen dataclasses: every check makes one of each per limit, and a
+# frozen dataclass pays a call per field to be built.
+class BucketState(NamedTuple):
     """One limit after a check: what is left, when it is full again, when to retry."""
 
     remaining: int
@@ -35,8 +36,7 @@ class BucketState:
     retry_after: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """The outcome of checking every limit of a request at once."""
 
     allowed: bool

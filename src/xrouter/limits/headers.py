@@ -25,13 +25,21 @@ _NAMES: dict[str, tuple[str, str, str]] = {
 
 
 def rate_limit_headers(limits: Sequence[Limit], states: Sequence[BucketState]) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    tightest: dict[LimitKind, tuple[Limit, BucketState]] = {}
+    # Per kind: (fraction left, the limit, its state) of the tightest limit so far. What is left
+    # is compared as a fraction, so a daily quota nearly spent outranks a fresh minute; on a tie
+    # the limit that takes longer to reset is the tighter.
+    tightest: dict[LimitKind, tuple[float, Limit, BucketState]] = {}
     for limit, state in zip(limits, states, strict=True):
+        left = state.remaining / limit.limit
         current = tightest.get(limit.kind)
-        if current is None or _tighter(limit, state, *current):
-            tightest[limit.kind] = (limit, state)
-    for kind, (limit, state) in tightest.items():
+        if (
+            current is None
+            or left < current[0]
+            or (left == current[0] and state.reset_after > current[2].reset_after)
+        ):
+            tightest[limit.kind] = (left, limit, state)
+    headers: dict[str, str] = {}
+    for kind, (_, limit, state) in tightest.items():
         limit_name, remaining_name, reset_name = _NAMES[kind]
         headers[limit_name] = str(limit.limit)
         headers[remaining_name] = str(state.remaining)
@@ -62,12 +70,3 @@ def format_duration(seconds: float) -> str:
     if minutes:
         return f"{minutes}m{text}"
     return text
-
-
-def _tighter(limit: Limit, state: BucketState, other: Limit, other_state: BucketState) -> bool:
-    # Compare what is left as a fraction, so a daily quota nearly spent outranks a fresh minute.
-    left = state.remaining / limit.limit
-    other_left = other_state.remaining / other.limit
-    if left != other_left:
-        return left < other_left
-    return state.reset_after > other_state.reset_after

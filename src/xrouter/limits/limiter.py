@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from prometheus_client import Counter
 
@@ -66,6 +65,8 @@ class RateLimiter:
         self._settlements: list[tuple[LimiterBackend, Sequence[Limit], list[int]]] = []
         self._settler: asyncio.Task[None] | None = None
         self._settle_budget = SharedTimeout(SETTLE_TIMEOUT_SECONDS)
+        # The checks counter's children by (backend, allowed), found without ``labels()``.
+        self._check_counters: dict[tuple[str, bool], Counter] = {}
 
     async def admit(self, key: ActiveKey, target: ModelTarget, tokens: int) -> Admission:
         """Charge one request and ``tokens`` estimated tokens to every applicable limit, or
@@ -73,19 +74,25 @@ class RateLimiter:
         limits = self.policy.limits_for(key, target)
         if not limits:
             return UNLIMITED
-        costs = [1 if limit.kind == "requests" else tokens for limit in limits]
-        for limit, cost in zip(limits, costs, strict=True):
+        costs = []
+        for limit in limits:
+            cost = 1 if limit.kind == "requests" else tokens
             if cost > limit.limit:
                 raise self._too_large(limit, cost)
+            costs.append(cost)
         decision = await self.backend.acquire(limits, costs)
-        self._checks(decision.source, decision.allowed).inc()
-        crossings = self._tracker.observe(limits, decision.states, decision.allowed)
-        if self._webhook is not None:
+        allowed, states, source = decision
+        counter = self._check_counters.get((source, allowed))
+        if counter is None:
+            counter = self._check_counters[source, allowed] = self._checks(source, allowed)
+        counter.inc()
+        crossings = self._tracker.observe(limits, states, allowed)
+        if crossings and self._webhook is not None:
             for crossing in crossings:
                 self._webhook.offer(crossing)
-        headers = rate_limit_headers(limits, decision.states)
-        if not decision.allowed:
-            raise self._refused(limits, costs, decision.states, headers)
+        headers = rate_limit_headers(limits, states)
+        if not allowed:
+            raise self._refused(limits, costs, states, headers)
         return Admission(self, limits, costs, decision, headers)
 
     def settle_later(self, decision: Decision, limits: Sequence[Limit], changes: list[int]) -> None:
@@ -115,7 +122,12 @@ class RateLimiter:
                     entry[1].extend(limits)
                     entry[2].extend(changes)
                 for backend, limits, changes in merged.values():
-                    await self._guarded(backend.adjust(limits, changes))
+                    try:
+                        with self._settle_budget.deadline():
+                            await backend.adjust(limits, changes)
+                    except Exception:
+                        self._metrics.settlements_lost.inc()
+                        log.warning("rate limiter: a settlement failed", exc_info=True)
         finally:
             self._settler = None
 
@@ -131,14 +143,6 @@ class RateLimiter:
         if self._webhook is not None:
             await self._webhook.close()
         await self.backend.close()
-
-    async def _guarded(self, work: Coroutine[Any, Any, None]) -> None:
-        try:
-            with self._settle_budget.deadline():
-                await work
-        except Exception:
-            self._metrics.settlements_lost.inc()
-            log.warning("rate limiter: a settlement failed", exc_info=True)
 
     def _refused(
         self,
@@ -209,14 +213,15 @@ class Admission:
         if self._settled:
             return
         self._settled = True
-        changes = []
-        for limit, cost in zip(self._limits, self._costs, strict=True):
-            if refund:
-                changes.append(-cost)
-            elif limit.kind == "tokens" and used_tokens is not None:
-                changes.append(used_tokens - cost)
-            else:
-                changes.append(0)
+        if refund:
+            changes = [-cost for cost in self._costs]
+        elif used_tokens is None:
+            return  # the estimate stands
+        else:
+            changes = [
+                used_tokens - cost if limit.kind == "tokens" else 0
+                for limit, cost in zip(self._limits, self._costs, strict=True)
+            ]
         if any(changes) and self._limiter is not None and self._decision is not None:
             self._limiter.settle_later(self._decision, self._limits, changes)
 

@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import ssl
 from collections import deque
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -251,10 +252,20 @@ class PipelinedRedis:
 
     async def execute(self, *args: str | int | float | bytes) -> Any:
         """Run one command; its reply as hiredis gives it (bytes, int, list, None)."""
-        command = _pack(args)
+        return await self.send(_pack(args))
+
+    def send(self, command: bytes) -> Awaitable[Any]:
+        """Run one command already in RESP (``array_header`` and ``bulk_strings`` write it);
+        awaited, it gives the reply as ``execute`` does. On an open connection this is the
+        reply's future itself: a caller that packs its constant arguments once and awaits this
+        pays for no coroutine of ours."""
         connection = self._connection
         if connection is None or not connection.open:
-            connection = await self._connected()
+            return self._send_when_connected(command)
+        return connection.send(command)
+
+    async def _send_when_connected(self, command: bytes) -> Any:
+        connection = await self._connected()
         return await connection.send(command)
 
     async def evalsha(self, sha: str, numkeys: int, *keys_and_args: str | int | float) -> Any:
@@ -339,6 +350,18 @@ class PipelinedRedis:
 
     def _new_connection(self) -> _Connection:
         return _Connection(self.server.name, self._reply_timeout)
+
+
+def array_header(count: int) -> bytes:
+    """The RESP line that starts a command of ``count`` arguments (its name included)."""
+    return b"*%d\r\n" % count
+
+
+def bulk_strings(args: tuple[str | int | float | bytes, ...]) -> bytes:
+    """``args`` as the RESP bulk strings of a command, without the array header: parts of a
+    command to put together with ``array_header``. Packed by hiredis, as ``execute`` packs."""
+    packed = _pack(args)
+    return packed[packed.index(b"\n") + 1 :]
 
 
 def _pack(args: tuple[str | int | float | bytes, ...]) -> bytes:

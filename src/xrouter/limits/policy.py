@@ -83,18 +83,20 @@ class LimitPolicy:
         self._models = dict(settings.rate_limit_models)
         self._providers = dict(settings.rate_limit_providers)
         self._completion_tokens = settings.rate_limit_completion_tokens
-        # By key (its limits are part of it, so a changed key is a new entry) and model.
-        self._cache: dict[tuple[ActiveKey, str, str], tuple[Limit, ...]] = {}
+        # By key object and model. The key cache hands out one object per key until the key
+        # changes, so its identity is enough, and cheaper than hashing all of its fields; an
+        # entry holds its key, so the identity cannot be reused while the entry lives.
+        self._cache: dict[tuple[int, str, str], tuple[ActiveKey, tuple[Limit, ...]]] = {}
 
     def limits_for(self, key: ActiveKey, target: ModelTarget) -> tuple[Limit, ...]:
         """Every limit the request of ``key`` to ``target`` must fit in; empty: unlimited."""
-        cache_key = (key, target.provider, target.model)
-        limits = self._cache.get(cache_key)
-        if limits is None:
+        cache_key = (id(key), target.provider, target.model)
+        entry = self._cache.get(cache_key)
+        if entry is None or entry[0] is not key:
             if len(self._cache) >= POLICY_CACHE_SIZE:
                 self._cache.clear()
-            limits = self._cache[cache_key] = tuple(self._limits_for(key, target))
-        return limits
+            entry = self._cache[cache_key] = (key, tuple(self._limits_for(key, target)))
+        return entry[1]
 
     def _limits_for(self, key: ActiveKey, target: ModelTarget) -> list[Limit]:
         limits: list[Limit] = []
