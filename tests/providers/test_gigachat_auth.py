@@ -186,3 +186,15 @@ def test_a_token_answer_that_is_not_json_is_malformed() -> None:
     with pytest.raises(UpstreamError) as caught:
         _parse_token(b"<html></html>")
     assert caught.value.code == "upstream_malformed_response"
+
+
+async def test_the_current_token_is_there_until_it_is_due(
+    emulator: RunningEmulator, session: aiohttp.ClientSession
+) -> None:
+    emulator.app[FAULTS_KEY].token_ttl_seconds = 0.2
+    cache = GigaChatTokenCache(config(emulator), session, False)
+    assert cache.current() is None  # nothing fetched yet
+    token = await cache.token()
+    assert cache.current() == token
+    await asyncio.sleep(0.25)
+    assert cache.current() is None  # due for a refresh: only token() renews it

@@ -70,10 +70,14 @@ async def test_a_client_leaving_cancels_the_work_and_is_reported(client: Client)
             closed.set()  # e.g. the upstream connection being closed
         return "never"
 
+    departures: list[None] = []
     asyncio.get_running_loop().call_later(0.01, client.leave)
     with pytest.raises(ClientDisconnectedError):
-        await unless_disconnected(client.scope, client.receive, work())
+        await unless_disconnected(
+            client.scope, client.receive, work(), lambda: departures.append(None)
+        )
     assert closed.is_set()
+    assert len(departures) == 1  # counted once, by the caller's callback
     task = asyncio.current_task()
     assert task is not None
     # The request's task is not left half-cancelled: later awaits and timeouts work.

@@ -22,7 +22,7 @@ from xrouter.providers.transport import Timeouts
 from xrouter.routing.breaker import BreakerBoard, BreakerPolicy
 from xrouter.routing.catalog import ModelCatalog
 from xrouter.routing.planner import RoutePlanner, RoutingDefaults
-from xrouter.routing.routes import RouteConfig, compile_routes
+from xrouter.routing.routes import RouteConfig, RouteTable, compile_routes
 from xrouter.routing.strategies import LatencyTracker
 
 KEY = ActiveKey(id="key_plain", name="plain", owner="alice", prefix="sk-xr-v1-abc")
@@ -86,7 +86,7 @@ async def make_planner(tmp_path: Path) -> AsyncIterator[Factory]:
             return RoutePlanner(
                 providers,
                 catalog,
-                lambda: table,
+                options.pop("routes", lambda: table),
                 options.pop("breakers", BreakerBoard(BreakerPolicy())),
                 options.pop("latency", LatencyTracker()),
                 defaults,
@@ -116,6 +116,21 @@ def test_a_route_expands_with_its_settings(make_planner: Factory) -> None:
         1.5,
         60,
     )
+
+
+def test_a_routes_targets_are_built_once_for_each_routing_table(make_planner: Factory) -> None:
+    def table(retries: int) -> RouteTable:
+        config = RouteConfig.model_validate(
+            {"targets": ["gigachat/GigaChat-2"], "retries": retries}
+        )
+        return compile_routes({"smart": config}, ["gigachat"])
+
+    current = table(1)
+    planner = make_planner(routes=lambda: current)
+    first = planner.plan_chat(chat(), KEY).primary
+    assert planner.plan_chat(chat(), KEY).primary is first
+    current = table(3)  # reloaded
+    assert planner.plan_chat(chat(), KEY).primary.retries == 3
 
 
 def test_a_plain_model_id_is_one_target(make_planner: Factory) -> None:

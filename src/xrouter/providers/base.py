@@ -31,11 +31,12 @@ class ModelTarget:
     provider: str
     model: str
     version: str | None = None
+    # Built once: routing, metrics and usage read it several times per request.
+    public_id: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def public_id(self) -> str:
+    def __post_init__(self) -> None:
         suffix = f":{self.version}" if self.version else ""
-        return f"{self.provider}/{self.model}{suffix}"
+        object.__setattr__(self, "public_id", f"{self.provider}/{self.model}{suffix}")
 
 
 @dataclass(slots=True)

@@ -71,6 +71,7 @@ _FINISH_REASONS = {
 }
 _REASONING_EFFORTS = frozenset({"low", "medium", "high"})
 _JSON = {"Content-Type": "application/json", "Accept": "application/json"}
+_EVENT_STREAM = {**_JSON, "Accept": "text/event-stream", "Cache-Control": "no-store"}
 # The token each request was sent with, so a 401 discards that token and not a newer one.
 _SENT_TOKEN: ContextVar[str | None] = ContextVar("gigachat_sent_token", default=None)
 
@@ -93,7 +94,7 @@ class GigaChatProvider(Provider):
     # Credentials
 
     async def auth_headers(self) -> dict[str, str]:
-        token = await self._tokens.token()
+        token = self._tokens.current() or await self._tokens.token()
         _SENT_TOKEN.set(token)
         if token != self._bearer_token:
             # Built once per token; the transport copies it into each request's headers.
@@ -130,17 +131,12 @@ class GigaChatProvider(Provider):
             payload["response_format"] = response_format
         if (effort := _reasoning_effort(request)) is not None:
             payload["reasoning_effort"] = effort
-        headers = dict(_JSON)
+        headers = _JSON
         if request.stream:
             payload["stream"] = True
-            headers["Accept"] = "text/event-stream"
-            headers["Cache-Control"] = "no-store"
-        return UpstreamRequest(
-            "POST",
-            self._chat_url,
-            msgspec.json.encode(payload),
-            headers,
-        )
+            headers = _EVENT_STREAM
+        # The headers are shared: the transport copies them into each request it sends.
+        return UpstreamRequest("POST", self._chat_url, msgspec.json.encode(payload), headers)
 
     # Response conversion
 

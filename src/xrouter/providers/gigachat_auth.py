@@ -99,11 +99,17 @@ class GigaChatTokenCache:
         )
         self._refreshing: asyncio.Task[_Token] | None = None
 
-    async def token(self) -> str:
-        """A token that is valid now, refreshing it first when it is due."""
+    def current(self) -> str | None:
+        """The token, if it is not due for a refresh (no await on the common path)."""
         current = self._token
         if current is not None and time.time() < current.refresh_at:
             return current.value
+        return None
+
+    async def token(self) -> str:
+        """A token that is valid now, refreshing it first when it is due."""
+        if (current := self.current()) is not None:
+            return current
         if self._refreshing is None:
             self._refreshing = asyncio.create_task(self._refresh())
             self._refreshing.add_done_callback(self._refreshed)

@@ -16,6 +16,7 @@ from time import time
 
 import aiohttp
 from aiohttp.http_exceptions import LineTooLong
+from multidict import CIMultiDict
 
 from xrouter.deadlines import loop_timer
 from xrouter.errors import GatewayError, UpstreamError
@@ -35,6 +36,11 @@ class Timeouts:
     read: float = 120.0
     total: float = 600.0
     first_byte: float | None = None
+
+    @property
+    def first_byte_or_read(self) -> float:
+        """Seconds the answer's first byte may take."""
+        return self.read if self.first_byte is None else self.first_byte
 
     def client_timeout(self) -> aiohttp.ClientTimeout:
         """aiohttp's timeout for these numbers, built once for each distinct (total, connect,
@@ -64,14 +70,21 @@ def create_session(timeouts: Timeouts, max_connections: int) -> aiohttp.ClientSe
 class UpstreamTransport:
     def __init__(self, session: aiohttp.ClientSession) -> None:
         self._session = session
+        # Each provider's TLS option: fixed for its lifetime, asked for on every request.
+        self._ssl: dict[Provider, ssl.SSLContext | bool] = {}
 
     async def send(
-        self, provider: Provider, request: UpstreamRequest, timeouts: Timeouts | None = None
+        self,
+        provider: Provider,
+        request: UpstreamRequest,
+        timeouts: Timeouts | None = None,
+        first_byte_at: float | None = None,
     ) -> bytes:
         """Send a request and return the body of a 2xx answer; anything else raises.
 
-        ``timeouts`` replace the session's for this request (a route's or target's own)."""
-        response = await self._exchange(provider, request, timeouts)
+        ``timeouts`` replace the session's for this request (a route's or target's own);
+        ``first_byte_at`` (loop time) replaces the deadline their ``first_byte`` sets."""
+        response = await self._exchange(provider, request, timeouts, first_byte_at)
         try:
             with _TransportFailures(provider.name):
                 return await _read_limited(response, MAX_RESPONSE_BYTES, provider)
@@ -79,22 +92,36 @@ class UpstreamTransport:
             response.release()
 
     async def stream_lines(
-        self, provider: Provider, request: UpstreamRequest, timeouts: Timeouts | None = None
+        self,
+        provider: Provider,
+        request: UpstreamRequest,
+        timeouts: Timeouts | None = None,
+        first_byte_at: float | None = None,
     ) -> AsyncGenerator[bytes, None]:
-        """Send a request and yield the lines of a 2xx streamed answer as they arrive."""
-        first_byte_at = _first_byte_deadline(timeouts)
+        """Send a request and yield the lines of a 2xx streamed answer as they arrive, without
+        their line endings. Blank lines (the separators between server-sent events) are left
+        out: no decoder reads them."""
+        if first_byte_at is None:
+            first_byte_at = _first_byte_deadline(timeouts)
         response = await self._exchange(provider, request, timeouts, first_byte_at)
         try:
             with _TransportFailures(provider.name):
                 content = response.content
+                # Lines are split here from whatever has arrived, one wait for all the lines of
+                # a network read instead of one per line; as long a line as aiohttp allows.
+                splitter = _LineSplitter(content.get_read_buffer_limits()[1])
                 if first_byte_at is not None:
                     with loop_timer().deadline_at(first_byte_at):
-                        first = await content.readline()
-                    if not first:
-                        return
-                    yield first.rstrip(b"\r\n")
-                async for line in content:
-                    yield line.rstrip(b"\r\n")
+                        lines = await _first_lines(content, splitter)
+                    for line in lines:
+                        if line:
+                            yield line
+                while chunk := await content.readany():
+                    for line in splitter.feed(chunk):
+                        if line:
+                            yield line
+                if last := splitter.rest():
+                    yield last
         finally:
             # A stream left half-read (client gone, fallback) does not go back to the pool:
             # release() closes a connection whose answer has not ended.
@@ -104,27 +131,34 @@ class UpstreamTransport:
         self,
         provider: Provider,
         request: UpstreamRequest,
-        timeouts: Timeouts | None = None,
-        first_byte_at: float | None = None,
+        timeouts: Timeouts | None,
+        first_byte_at: float | None,
     ) -> aiohttp.ClientResponse:
         """The open 2xx response to ``request``, for the caller to release. A refused
         credential is renewed and tried once more; failures below HTTP become
         ``UpstreamError``s."""
-        options: dict[str, object] = {}
-        if timeouts is not None:
-            options["timeout"] = timeouts.client_timeout()
+        session = self._session
+        if timeouts is None:
+            timeout = session.timeout
+        else:
+            timeout = timeouts.client_timeout()
             if first_byte_at is None:
                 first_byte_at = _first_byte_deadline(timeouts)
+        ssl_option = self._ssl.get(provider)
+        if ssl_option is None:
+            ssl_option = self._ssl[provider] = _ssl_option(provider)
         with _TransportFailures(provider.name):
             for attempt in (1, 2):
-                headers = {**request.headers, **(await provider.auth_headers())}
-                sending = self._session.request(
+                # aiohttp takes a multidict as it is; a dict it would copy into one first.
+                headers = CIMultiDict(request.headers)
+                headers.update(await provider.auth_headers())
+                sending = session.request(
                     request.method,
                     request.url,
                     data=request.body,
                     headers=headers,
-                    ssl=_ssl_option(provider),
-                    **options,  # type: ignore[arg-type]
+                    ssl=ssl_option,
+                    timeout=timeout,
                 )
                 if first_byte_at is None:
                     response = await sending
@@ -163,6 +197,45 @@ class _TransportFailures:
             raise transport_error(self.provider, error) from error
 
 
+class _LineSplitter:
+    """Cuts a byte stream into lines, each without its line ending (LF or CRLF). A line
+    longer than ``longest`` raises ``LineTooLong``, as aiohttp's ``readline`` does."""
+
+    __slots__ = ("_longest", "_pending")
+
+    def __init__(self, longest: int) -> None:
+        self._longest = longest
+        self._pending = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The lines ``chunk`` completes; its unfinished last line waits for the next one."""
+        if self._pending:
+            chunk = self._pending + chunk
+        lines = chunk.split(b"\n")
+        self._pending = lines.pop()
+        longest = self._longest
+        # With its ending, a whole line of ``longest`` bytes is already one too many.
+        if len(chunk) > longest and (
+            len(self._pending) > longest or any(len(line) >= longest for line in lines)
+        ):
+            raise LineTooLong(chunk[:100] + b"...", longest)
+        if b"\r" in chunk:
+            return [line.rstrip(b"\r") for line in lines]
+        return lines
+
+    def rest(self) -> bytes:
+        """The last line, when the stream ended without a line ending."""
+        return self._pending.rstrip(b"\r")
+
+
+async def _first_lines(content: aiohttp.StreamReader, splitter: _LineSplitter) -> list[bytes]:
+    """Reads until at least one whole line has arrived (none: the stream ended first)."""
+    while chunk := await content.readany():
+        if lines := splitter.feed(chunk):
+            return lines
+    return []
+
+
 def _first_byte_deadline(timeouts: Timeouts | None) -> float | None:
     if timeouts is None or timeouts.first_byte is None:
         return None
@@ -186,7 +259,9 @@ async def _read_limited(response: aiohttp.ClientResponse, limit: int, provider: 
         )
     chunks: list[bytes] = []
     size = 0
-    async for chunk in response.content.iter_chunked(65536):
+    content = response.content
+    # Whatever has arrived at each wait: a small answer is read in one call.
+    while chunk := await content.readany():
         size += len(chunk)
         if size > limit:
             raise UpstreamError(

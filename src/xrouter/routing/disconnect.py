@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from starlette.types import Receive, Scope
@@ -59,9 +59,14 @@ async def _watch(receive: Receive, departure: _Departure) -> None:
     departure.leave()
 
 
-async def unless_disconnected(scope: Scope, receive: Receive, work: Awaitable[T]) -> T:
+async def unless_disconnected(
+    scope: Scope,
+    receive: Receive,
+    work: Awaitable[T],
+    on_departure: Callable[[], object] | None = None,
+) -> T:
     """The result of ``work``, or ``ClientDisconnectedError`` once ``work`` has been cancelled
-    because the client left first.
+    because the client left first (``on_departure`` is called then, to count it).
 
     ``work`` runs in the caller's task, which is cancelled when the client leaves: by a
     callback of the server's disconnect extension if the scope has one, else by one watcher
@@ -83,6 +88,8 @@ async def unless_disconnected(scope: Scope, receive: Receive, work: Awaitable[T]
         # cancellation ran through it). A cancellation from elsewhere too goes on.
         cancelled_too = isinstance(error, asyncio.CancelledError) and current.cancelling() > 1
         if departure.left and not cancelled_too:
+            if on_departure is not None:
+                on_departure()
             raise ClientDisconnectedError(
                 "The client closed the connection before the answer."
             ) from None

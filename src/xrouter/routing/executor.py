@@ -14,7 +14,7 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 import msgspec
@@ -29,11 +29,11 @@ from xrouter.providers.base import (
     StreamDelta,
     UpstreamRequest,
 )
-from xrouter.providers.transport import Timeouts, UpstreamTransport
+from xrouter.providers.transport import UpstreamTransport
 from xrouter.routing.breaker import BreakerBoard
-from xrouter.routing.disconnect import ClientDisconnectedError, unless_disconnected
+from xrouter.routing.disconnect import unless_disconnected
 from xrouter.routing.metrics import RoutingMetrics
-from xrouter.routing.planner import INCAPABLE, Plan, PlannedTarget, Skip, clause
+from xrouter.routing.planner import CIRCUIT_OPEN, INCAPABLE, Plan, PlannedTarget, Skip, clause
 from xrouter.routing.retry import (
     BREAKER_FAILURES,
     RETRY_SAME_TARGET,
@@ -44,6 +44,8 @@ from xrouter.routing.retry import (
 from xrouter.routing.strategies import LatencyTracker
 
 T = TypeVar("T")
+# One attempt at a target: its answer, the first byte due by the given loop time.
+_Call = Callable[[PlannedTarget, float], Awaitable[T]]
 PROVIDER_HEADER = "x-xrouter-provider"
 ATTEMPTS_HEADER = "x-xrouter-attempts"
 # Yandex embeds one text per call: this many run at once for one client request.
@@ -63,11 +65,8 @@ class Attempt:
     def render(self) -> str:
         if self.skipped is not None:
             return f"{self.target};skipped={self.skipped}"
-        parts = [self.target, f"status={self.status}"]
-        if self.error:
-            parts.append(f"error={self.error}")
-        parts.append(f"ms={self.milliseconds:.0f}")
-        return ";".join(parts)
+        error = f";error={self.error}" if self.error else ""
+        return f"{self.target};status={self.status}{error};ms={self.milliseconds:.0f}"
 
 
 @dataclass(slots=True)
@@ -101,7 +100,7 @@ class _Run:
 
 
 def routing_headers(planned: PlannedTarget | None, attempts: list[Attempt]) -> dict[str, str]:
-    headers = {ATTEMPTS_HEADER: ", ".join(attempt.render() for attempt in attempts)}
+    headers = {ATTEMPTS_HEADER: ", ".join([attempt.render() for attempt in attempts])}
     if planned is not None:
         headers[PROVIDER_HEADER] = planned.target.provider
     return headers
@@ -132,9 +131,10 @@ class RouteExecutor:
         while plan.targets:
             planned = plan.targets[0]
             try:
-                planned.prepared = planned.provider.chat_request(
+                plan.prepared = planned.provider.chat_request(
                     _with_params(chat, planned), planned.target
                 )
+                plan.prepared_for = planned
                 return
             except InvalidRequestError as error:
                 refusals.append((planned.key, error))
@@ -142,25 +142,27 @@ class RouteExecutor:
                 plan.skipped.append(Skip(planned.key, INCAPABLE, error.message, error.param))
         raise refused(plan.requested, refusals)
 
-    async def chat(self, plan: Plan, chat: ChatCompletionRequest) -> Served[ChatReply]:
-        async def call(planned: PlannedTarget, timeouts: Timeouts) -> ChatReply:
+    def chat(self, plan: Plan, chat: ChatCompletionRequest) -> Awaitable[Served[ChatReply]]:
+        transport = self._transport
+
+        async def call(planned: PlannedTarget, first_byte_at: float) -> ChatReply:
             provider, target = planned.provider, planned.target
-            upstream = planned.prepared or provider.chat_request(
-                _with_params(chat, planned), target
-            )
-            body = await self._transport.send(provider, upstream, timeouts)
+            upstream = _upstream(plan, planned, chat)
+            body = await transport.send(provider, upstream, planned.timeouts, first_byte_at)
             return provider.chat_reply(body, target)
 
-        return await self._run(plan, call)
+        return self._run(plan, call)
 
-    async def open_stream(self, plan: Plan, chat: ChatCompletionRequest) -> Served[OpenedStream]:
-        async def call(planned: PlannedTarget, timeouts: Timeouts) -> OpenedStream:
+    def open_stream(
+        self, plan: Plan, chat: ChatCompletionRequest
+    ) -> Awaitable[Served[OpenedStream]]:
+        transport = self._transport
+
+        async def call(planned: PlannedTarget, first_byte_at: float) -> OpenedStream:
             provider, target = planned.provider, planned.target
-            upstream = planned.prepared or provider.chat_request(
-                _with_params(chat, planned), target
-            )
+            upstream = _upstream(plan, planned, chat)
             decoder = provider.stream_decoder(target)
-            lines = self._transport.stream_lines(provider, upstream, timeouts)
+            lines = transport.stream_lines(provider, upstream, planned.timeouts, first_byte_at)
             try:
                 first: list[StreamDelta] = []
                 async for line in lines:
@@ -172,33 +174,35 @@ class RouteExecutor:
                 await lines.aclose()
                 raise
 
-        return await self._run(plan, call)
+        return self._run(plan, call)
 
-    async def embeddings(
+    def embeddings(
         self, plan: Plan, body: EmbeddingsRequest, texts: list[str]
-    ) -> Served[EmbeddingsReply]:
+    ) -> Awaitable[Served[EmbeddingsReply]]:
         limit = asyncio.Semaphore(EMBEDDING_CALLS_IN_PARALLEL)
+        transport = self._transport
 
-        async def call(planned: PlannedTarget, timeouts: Timeouts) -> EmbeddingsReply:
-            provider, target = planned.provider, planned.target
+        async def call(planned: PlannedTarget, first_byte_at: float) -> EmbeddingsReply:
+            provider, target, timeouts = planned.provider, planned.target, planned.timeouts
+
+            # Each call's first byte is due as long after it starts as the attempt's was.
+            loop = asyncio.get_running_loop()
+            first_byte = first_byte_at - loop.time()
 
             async def send(request: UpstreamRequest) -> bytes:
                 async with limit:
-                    return await self._transport.send(provider, request, timeouts)
+                    due = loop.time() + first_byte
+                    return await transport.send(provider, request, timeouts, due)
 
             requests = provider.embeddings_requests(body, texts, target)
             bodies = await asyncio.gather(*(send(request) for request in requests))
             return provider.embeddings_reply(list(bodies), target)
 
-        return await self._run(plan, call)
+        return self._run(plan, call)
 
-    async def watch(self, scope: Scope, receive: Receive, work: Awaitable[T]) -> T:
+    def watch(self, scope: Scope, receive: Receive, work: Awaitable[T]) -> Awaitable[T]:
         """``work`` (an attempt run), cancelled if the client disconnects first."""
-        try:
-            return await unless_disconnected(scope, receive, work)
-        except ClientDisconnectedError:
-            self._metrics.client_disconnects.inc()
-            raise
+        return unless_disconnected(scope, receive, work, self._metrics.client_disconnects.inc)
 
     def stream_failed(self, planned: PlannedTarget, error: GatewayError) -> None:
         """A stream broke after its first byte: count it against the target."""
@@ -207,68 +211,79 @@ class RouteExecutor:
         if kind in BREAKER_FAILURES:
             self._breakers.record(planned.key, False)
 
-    async def _run(
-        self, plan: Plan, call: Callable[[PlannedTarget, Timeouts], Awaitable[T]]
-    ) -> Served[T]:
+    async def _run(self, plan: Plan, call: _Call[T]) -> Served[T]:
+        """The targets in order, each with its retries, until one answers. One coroutine for
+        the whole run: every frame between the handler and the upstream call is resumed again
+        at each of the call's waits."""
         loop = asyncio.get_running_loop()
         run = _Run(plan, loop.time() + plan.deadline_seconds)
-        for skip in plan.skipped:
-            self._metrics.skipped.labels(skip.target, skip.reason).inc()
-            run.attempts.append(Attempt(skip.target, skipped=skip.reason))
-        for index, planned in enumerate(plan.targets):
-            if index > 0:
-                self._metrics.fallbacks.labels(plan.targets[index - 1].key).inc()
-            value = await self._try_target(run, planned, call)
-            if value is not None:
-                return Served(value[0], planned, run.attempts)
+        if plan.skipped:
+            self._planned_skips(run)
+        breakers = self._breakers
+        previous: PlannedTarget | None = None
+        for planned in plan.targets:
+            if previous is not None:
+                self._metrics.fallbacks.labels(previous.key).inc()
+            previous = planned
+            retry = 0
+            while True:
+                now = loop.time()
+                if now >= run.deadline:
+                    break
+                if not breakers.acquire(planned.key) and not plan.forced:
+                    self._skipped(run, planned, CIRCUIT_OPEN)
+                    break
+                # The first byte is due before the request's deadline, whatever the target's.
+                first_byte_at = min(now + planned.timeouts.first_byte_or_read, run.deadline)
+                started = time.perf_counter()
+                try:
+                    value = await call(planned, first_byte_at)
+                except UpstreamError as error:
+                    wait = self._after_failure(run, planned, error, started, retry)
+                    if wait is None:
+                        break
+                    await asyncio.sleep(wait)
+                    retry += 1
+                    continue
+                except InvalidRequestError as error:
+                    # The provider cannot translate the request: this target cannot honour it.
+                    breakers.release(planned.key)
+                    run.refusals.append((planned.key, error))
+                    self._skipped(run, planned, INCAPABLE)
+                    break
+                except BaseException:
+                    # Cancelled (the client left) or a bug: give the probe slot back unjudged.
+                    breakers.release(planned.key)
+                    raise
+                self._succeeded(run, planned, started)
+                return Served(value, planned, run.attempts)
         raise self._failure(run)
 
-    async def _try_target(
-        self,
-        run: _Run,
-        planned: PlannedTarget,
-        call: Callable[[PlannedTarget, Timeouts], Awaitable[T]],
-    ) -> tuple[T] | None:
-        """Attempts at one target, with its retries; the value, or None to fall back."""
+    def _planned_skips(self, run: _Run) -> None:
+        for skip in run.plan.skipped:
+            self._metrics.skipped.labels(skip.target, skip.reason).inc()
+            run.attempts.append(Attempt(skip.target, skipped=skip.reason))
+
+    def _skipped(self, run: _Run, planned: PlannedTarget, reason: str) -> None:
+        self._metrics.skipped.labels(planned.key, reason).inc()
+        run.attempts.append(Attempt(planned.key, skipped=reason))
+
+    def _after_failure(
+        self, run: _Run, planned: PlannedTarget, error: UpstreamError, started: float, retry: int
+    ) -> float | None:
+        """Seconds to wait before retrying the same target, or None to fall back to the next
+        one; a client error ends the request here."""
+        kind = self._failed(run, planned, error, started)
+        if kind is FailureKind.CLIENT:
+            raise self._final(run, planned, error) from None
+        if kind not in RETRY_SAME_TARGET or retry >= planned.retries:
+            return None
         loop = asyncio.get_running_loop()
-        retry = 0
-        while True:
-            remaining = run.deadline - loop.time()
-            if remaining <= 0:
-                return None
-            if not self._breakers.acquire(planned.key) and not run.plan.forced:
-                self._metrics.skipped.labels(planned.key, "circuit_open").inc()
-                run.attempts.append(Attempt(planned.key, skipped="circuit_open"))
-                return None
-            started = time.perf_counter()
-            try:
-                value = await call(planned, _bounded(planned.timeouts, remaining))
-            except UpstreamError as error:
-                kind = self._failed(run, planned, error, started)
-                if kind is FailureKind.CLIENT:
-                    raise self._final(run, planned, error) from None
-                if kind not in RETRY_SAME_TARGET or retry >= planned.retries:
-                    return None
-                wait = self._backoff.wait(retry, error.retry_after, self._rng)
-                if loop.time() + wait >= run.deadline:
-                    return None
-                self._metrics.retries.labels(planned.key).inc()
-                await asyncio.sleep(wait)
-                retry += 1
-                continue
-            except InvalidRequestError as error:
-                # The provider cannot translate the request: this target cannot honour it.
-                self._breakers.release(planned.key)
-                run.refusals.append((planned.key, error))
-                run.attempts.append(Attempt(planned.key, skipped=INCAPABLE))
-                self._metrics.skipped.labels(planned.key, INCAPABLE).inc()
-                return None
-            except BaseException:
-                # Cancelled (the client left) or a bug: give the probe slot back unjudged.
-                self._breakers.release(planned.key)
-                raise
-            self._succeeded(run, planned, started)
-            return (value,)
+        wait = self._backoff.wait(retry, error.retry_after, self._rng)
+        if loop.time() + wait >= run.deadline:
+            return None
+        self._metrics.retries.labels(planned.key).inc()
+        return wait
 
     def _succeeded(self, run: _Run, planned: PlannedTarget, started: float) -> None:
         seconds = time.perf_counter() - started
@@ -331,15 +346,10 @@ def refused(requested: str, refusals: list[tuple[str, InvalidRequestError]]) -> 
     )
 
 
-def _bounded(timeouts: Timeouts, remaining: float) -> Timeouts:
-    """The target's timeouts, the first byte due before the request's deadline."""
-    first_byte = timeouts.first_byte if timeouts.first_byte is not None else timeouts.read
-    return replace(timeouts, first_byte=min(first_byte, remaining))
-
-
-def _upstream(planned: PlannedTarget, chat: ChatCompletionRequest) -> UpstreamRequest:
-    if planned.prepared is not None:
-        return planned.prepared
+def _upstream(plan: Plan, planned: PlannedTarget, chat: ChatCompletionRequest) -> UpstreamRequest:
+    """The request for ``planned``: translated already if it is the one prepared."""
+    if plan.prepared is not None and planned is plan.prepared_for:
+        return plan.prepared
     return planned.provider.chat_request(_with_params(chat, planned), planned.target)
 
 

@@ -59,9 +59,10 @@ class RoutingDefaults:
     key_providers: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class PlannedTarget:
-    """One target of a plan, with everything an attempt at it needs."""
+    """One target of a plan, with everything an attempt at it needs. A route's targets are
+    built once per routing table and shared by the plans that use them."""
 
     target: ModelTarget
     provider: Provider
@@ -71,13 +72,11 @@ class PlannedTarget:
     params: Mapping[str, Any] = field(default_factory=dict)
     price: PriceConfig | None = None
     capabilities: CapabilityConfig | None = None
-    # The upstream request, once translated for this target.
-    prepared: UpstreamRequest | None = None
     # The target's public id: planning, routing and metrics read it many times per request.
     key: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self.key = self.target.public_id
+        object.__setattr__(self, "key", self.target.public_id)
 
     def cost(self, prompt_tokens: int, output_tokens: int) -> float | None:
         if self.price is None:
@@ -103,6 +102,9 @@ class Plan:
     allow_fallbacks: bool = True
     # Every target's breaker was open: they are tried anyway rather than failing outright.
     forced: bool = False
+    # The upstream request translated for ``prepared_for`` (the first target, before the call).
+    prepared_for: PlannedTarget | None = None
+    prepared: UpstreamRequest | None = None
 
     @property
     def primary(self) -> PlannedTarget:
@@ -127,9 +129,13 @@ class RoutePlanner:
         self._latency = latency
         self._defaults = defaults
         self._rng = rng or random.Random()
+        # Each route's targets, built once for the routing table they were built from.
+        self._table: RouteTable | None = None
+        self._route_targets: dict[str, list[PlannedTarget]] = {}
 
     def plan_chat(self, chat: ChatCompletionRequest, key: ActiveKey) -> Plan:
-        models = [chat.model, *(m for m in chat.models or () if m != chat.model)]
+        model = chat.model
+        models = [model, *(m for m in chat.models if m != model)] if chat.models else [model]
         return self.plan(models, "chat", key, chat.provider, needs_of(chat))
 
     def plan_embeddings(self, model: str, key: ActiveKey) -> Plan:
@@ -149,6 +155,9 @@ class RoutePlanner:
     ) -> Plan:
         """The targets to try for ``models`` (first is the client's ``model``), in order."""
         table = self._routes()
+        if table is not self._table:
+            self._table = table
+            self._route_targets = {}
         plan = Plan(requested=models[0], targets=[])
         plan.deadline_seconds = self._defaults.deadline_seconds
         seen: set[str] = set()
@@ -187,14 +196,15 @@ class RoutePlanner:
                 )
             defaults = self._defaults
             return [PlannedTarget(target, provider, 1.0, defaults.retries, defaults.timeouts)]
-        config = route.config
-        planned = [
-            self._planned(target, settings, route)
-            for target, settings in zip(route.targets, config.targets, strict=True)
-            if target.provider in self._providers
-        ]
+        planned = self._route_targets.get(route.name)
+        if planned is None:
+            planned = self._route_targets[route.name] = [
+                self._planned(target, settings, route)
+                for target, settings in zip(route.targets, route.config.targets, strict=True)
+                if target.provider in self._providers
+            ]
         return strategies.order(
-            config.strategy,
+            route.config.strategy,
             planned,
             rng=self._rng,
             latency=self._latency,
