@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import TypeVar
 
 import msgspec
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -30,29 +30,45 @@ _MISSING_FIELD = re.compile(r"^Object missing required field `([^`]+)`")
 
 async def read_body(request: Request, limit: int, timeout: float) -> bytes:
     """The request body, refused with 413 as soon as it is known to exceed ``limit``, and with
-    408 when it has not fully arrived within ``timeout`` seconds."""
-    declared = request.headers.get("content-length")
+    408 when it has not fully arrived within ``timeout`` seconds. Read from ``receive`` as
+    ``Request.stream`` reads it, without its generator (nothing reads the body again)."""
+    headers = request_headers(request.scope)
+    declared = headers.get(b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
-    content_type = request.headers.get("content-type")
-    if content_type is not None and "json" not in content_type.split(";", 1)[0].lower():
-        raise UnsupportedMediaTypeError(
-            f"Content-Type must be application/json, not '{content_type[:80]}'."
-        )
+    content_type = headers.get(b"content-type")
+    if content_type is not None and b"json" not in content_type.split(b";", 1)[0].lower():
+        shown = content_type.decode("latin-1")[:80]
+        raise UnsupportedMediaTypeError(f"Content-Type must be application/json, not '{shown}'.")
+    receive = request.receive
     chunks: list[bytes] = []
     size = 0
     try:
         with loop_timer().deadline(timeout):
-            async for chunk in request.stream():
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    if message["type"] == "http.disconnect":
+                        raise ClientDisconnect()
+                    continue
+                chunk: bytes = message.get("body", b"")
                 size += len(chunk)
                 if size > limit:
                     raise _too_large(limit)
                 chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
     except TimeoutError:
         raise RequestTimeoutError(
             f"The request body did not arrive within {timeout:g} seconds."
         ) from None
     return b"".join(chunks)
+
+
+def request_headers(scope: Scope) -> dict[bytes, bytes]:
+    """The request's headers by name, the first of a repeated one winning as in Starlette's
+    ``Headers.get``: built in C, instead of a scan in Python for every lookup."""
+    return dict(reversed(scope["headers"]))
 
 
 def _too_large(limit: int) -> PayloadTooLargeError:
@@ -110,20 +126,24 @@ class JSONBytesResponse(Response):
         self.status_code = status_code
         self.background = None
         self.body = body
-        raw: list[tuple[bytes, bytes]] = []
-        if headers:
-            raw = [
-                (name.lower().encode("latin-1"), value.encode("latin-1"))
-                for name, value in headers.items()
-            ]
-            if any(name in _OWN_HEADERS for name, _ in raw):
-                # Rare: the caller set one of them; Starlette's rules decide which is sent.
-                self.init_headers(headers)
-                return
+        raw = _encoded(headers) if headers else []
+        if raw is None:
+            # Rare: the caller set one of them; Starlette's rules decide which is sent.
+            self.init_headers(headers)
+            return
         if status_code >= 200 and status_code not in (204, 304):
             raw.append((b"content-length", str(len(body)).encode("latin-1")))
         raw.append(_JSON_CONTENT_TYPE)
         self.raw_headers = raw
+
+
+def _encoded(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]] | None:
+    """``headers`` as Starlette encodes them, or None when one of them is a header the
+    response sets itself (``content-length``, ``content-type``)."""
+    names = [name.lower().encode("latin-1") for name in headers]
+    if not _OWN_HEADERS.isdisjoint(names):
+        return None
+    return list(zip(names, [value.encode("latin-1") for value in headers.values()], strict=True))
 
 
 _JSON_CONTENT_TYPE = (b"content-type", JSON_MEDIA_TYPE.encode("latin-1"))
@@ -144,9 +164,23 @@ class EventStreamResponse(StreamingResponse):
     """Server-sent events, sent from the request's own task (Starlette's ``StreamingResponse``
     runs a task group with a second task for every stream). The server's disconnect notice
     cancels the stream when the client leaves; the cancellation runs through the events'
-    iterator, which closes the upstream."""
+    iterator, which closes the upstream. Its header list is built in one pass, as
+    ``JSONBytesResponse``'s is."""
 
     media_type = "text/event-stream"
+
+    def __init__(
+        self, content: AsyncIterator[bytes], headers: Mapping[str, str] | None = None
+    ) -> None:
+        self.body_iterator = content
+        self.status_code = 200
+        self.background = None
+        raw = _encoded(headers) if headers else []
+        if raw is None:
+            self.init_headers(headers)
+        else:
+            raw.append(_EVENT_STREAM_CONTENT_TYPE)
+            self.raw_headers = raw
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -155,3 +189,16 @@ class EventStreamResponse(StreamingResponse):
             return
         if self.background is not None:
             await self.background()
+
+    async def stream_response(self, send: Send) -> None:
+        # Starlette's, without its check for text items: the events are bytes.
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        async for chunk in self.body_iterator:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+# What Starlette sends for a text media type: with its charset.
+_EVENT_STREAM_CONTENT_TYPE = (b"content-type", b"text/event-stream; charset=utf-8")

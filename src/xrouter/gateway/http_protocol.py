@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import types
 from asyncio import Handle
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn, cast
 
 from uvicorn._types import ASGISendEvent
@@ -91,11 +91,11 @@ class GatewayResponseCycle(RequestResponseCycle):
             )
         pairs: tuple[tuple[bytes, ...], ...] = tuple(zip(*headers, strict=True))
         names, values = pairs if pairs else ((), ())
-        if b"".join(names).translate(None, _NAME_BYTES) or b"".join(values).translate(
-            None, _VALUE_BYTES
-        ):
+        joined = b"".join(names)
+        if joined.translate(None, _NAME_BYTES) or b"".join(values).translate(None, _VALUE_BYTES):
             _reject(headers)
-        lowered = [name.lower() for name in names]
+        # Usually lowercase already (Starlette's responses, uvicorn's own headers).
+        lowered = names if joined.islower() else [name.lower() for name in names]
         has_connection_close = False
         if b"transfer-encoding" in lowered or b"connection" in lowered:
             has_connection_close = self._read_framing(lowered, values)
@@ -118,7 +118,7 @@ class GatewayResponseCycle(RequestResponseCycle):
         self._head = b"".join(content)
         self._flush = asyncio.get_running_loop().call_soon(self._flush_head)
 
-    def _read_framing(self, names: list[bytes], values: tuple[bytes, ...]) -> bool:
+    def _read_framing(self, names: Sequence[bytes], values: Sequence[bytes]) -> bool:
         """uvicorn's reading of content-length, transfer-encoding and connection, header by
         header (the first content-length counts; a chunked transfer-encoding overrides it);
         whether a connection header asks to close."""
@@ -152,10 +152,9 @@ class GatewayResponseCycle(RequestResponseCycle):
             self.expected_content_length = 0
             data = b""
         elif self.chunked_encoding:
-            parts = [b"%x\r\n" % len(body), body, b"\r\n"] if body else []
+            data = b"%x\r\n%b\r\n" % (len(body), body) if body else b""
             if not more_body:
-                parts.append(b"0\r\n\r\n")
-            data = b"".join(parts)
+                data += b"0\r\n\r\n"
         else:
             if len(body) > self.expected_content_length:
                 raise RuntimeError("Response content longer than Content-Length")

@@ -27,6 +27,13 @@ def sse_event(payload: object) -> bytes:
     return b"data: " + WIRE_ENCODER.encode(payload) + b"\n\n"
 
 
+def sse_events(payloads: list[ChatCompletionChunk]) -> bytes:
+    """Several ``data:`` events in one piece of bytes."""
+    if len(payloads) == 1:  # most upstream lines carry one delta
+        return b"data: " + WIRE_ENCODER.encode(payloads[0]) + b"\n\n"
+    return b"".join([sse_event(payload) for payload in payloads])
+
+
 def named_sse_event(event: msgspec.Struct) -> bytes:
     """An SSE event whose ``event:`` name is the struct's tag (Anthropic, Responses)."""
     kind = type(event).__struct_config__.tag
@@ -72,14 +79,24 @@ class ChunkStream:
 
     async def events(
         self, first_line: bytes | list[StreamDelta] | None, lines: AsyncIterator[bytes] | None
-    ) -> AsyncIterator[bytes]:
-        async for chunk in self.chunks(first_line, lines):
-            if isinstance(chunk, GatewayError):
-                # Headers are gone: the failure is reported in the stream, the way OpenAI does.
-                yield b"data: " + chunk.encode() + b"\n\n"
-            else:
-                yield sse_event(chunk)
-        yield DONE
+    ) -> AsyncGenerator[bytes, None]:
+        """The stream as SSE bytes, ending with ``[DONE]``: what ``chunks`` yields, framed, with
+        the events decoded from one upstream line joined so that they go out in one write."""
+        try:
+            yield sse_events(self._opening(first_line))
+            if lines is not None:
+                feed = self._decoder.feed
+                async for line in lines:
+                    # Most SSE upstreams send a blank line after every event: no deltas.
+                    if (deltas := feed(line)) and (chunks := self._decode(deltas)):
+                        yield sse_events(chunks)
+            yield sse_events(self._closing(lines is not None)) + DONE
+        except GatewayError as error:
+            self.outcome.error = error
+            # Headers are gone: the failure is reported in the stream, the way OpenAI does.
+            yield b"data: " + error.encode() + b"\n\n" + DONE
+        finally:
+            await self._end(lines)
 
     async def chunks(
         self, first_line: bytes | list[StreamDelta] | None, lines: AsyncIterator[bytes] | None
@@ -94,33 +111,44 @@ class ChunkStream:
         is reported to ``on_finish`` when the stream ends, however it ends.
         """
         try:
-            # The first line is decoded before the role chunk so that the role chunk carries
-            # the served version (system_fingerprint) as every later chunk does.
-            first: list[ChatCompletionChunk] = []
-            if isinstance(first_line, list):
-                first = self._decode(first_line)
-            elif first_line is not None:
-                first = self._decode(self._decoder.feed(first_line))
-            yield self._chunk([ChunkChoice(0, Delta(role="assistant", content=""))])
-            for chunk in first:
+            for chunk in self._opening(first_line):
                 yield chunk
             if lines is not None:
                 async for line in lines:
                     for chunk in self._decode(self._decoder.feed(line)):
                         yield chunk
-                for chunk in self._decode(self._decoder.close()):
-                    yield chunk
-            if self._include_usage:
-                yield self._chunk([], usage=self.outcome.usage)
+            for chunk in self._closing(lines is not None):
+                yield chunk
         except GatewayError as error:
             self.outcome.error = error
             yield error
         finally:
-            # A client that left mid-stream: close the upstream now, not when collected.
-            close = getattr(lines, "aclose", None)
-            if close is not None:
-                await close()
-            self._on_finish(self.outcome)
+            await self._end(lines)
+
+    def _opening(self, first_line: bytes | list[StreamDelta] | None) -> list[ChatCompletionChunk]:
+        """The role chunk, then the chunks of the first line. The first line is decoded before
+        the role chunk is made so that it carries the served version (system_fingerprint) as
+        every later chunk does."""
+        first: list[ChatCompletionChunk] = []
+        if isinstance(first_line, list):
+            first = self._decode(first_line)
+        elif first_line is not None:
+            first = self._decode(self._decoder.feed(first_line))
+        return [self._chunk([ChunkChoice(0, Delta(role="assistant", content=""))]), *first]
+
+    def _closing(self, decoder_open: bool) -> list[ChatCompletionChunk]:
+        """What the upstream's end adds: the decoder's last chunks, then the usage chunk."""
+        chunks = self._decode(self._decoder.close()) if decoder_open else []
+        if self._include_usage:
+            chunks.append(self._chunk([], usage=self.outcome.usage))
+        return chunks
+
+    async def _end(self, lines: AsyncIterator[bytes] | None) -> None:
+        # A client that left mid-stream: close the upstream now, not when collected.
+        close = getattr(lines, "aclose", None)
+        if close is not None:
+            await close()
+        self._on_finish(self.outcome)
 
     def _decode(self, deltas: list[StreamDelta]) -> list[ChatCompletionChunk]:
         events = []
