@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import logging
+import re
 import subprocess
 import sys
 import textwrap
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from xrouter.logs import FLUSH_CHARACTERS, BatchingStreamHandler, JsonFormatter
+from xrouter.logs import FLUSH_CHARACTERS, BatchingStreamHandler, JsonFormatter, LineLogger
 
 NAME = "xrouter.test_logs"
 
@@ -133,6 +134,68 @@ def test_the_formatter_writes_the_extra_fields_in_order_but_private_ones() -> No
     assert list(line) == ["time", "level", "logger", "message", "request_id", "status", "cost_rub"]
     assert line["message"] == "request done"
     assert line["status"] == 200
+
+
+FIELDS = {"request_id": "r1", "status": 200, "cost_rub": None, "total_ms": 1.25, "stream": True}
+
+
+def alone(logger: logging.Logger) -> None:
+    """Leave ``logger`` its own handler only: pytest adds its capturing ones to every logger."""
+    logger.handlers[:] = [
+        handler for handler in logger.handlers if type(handler) is BatchingStreamHandler
+    ]
+
+
+def without_time(line: dict[str, object]) -> dict[str, object]:
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", str(line["time"]))
+    return {name: value for name, value in line.items() if name != "time"}
+
+
+async def test_a_line_logger_writes_the_line_logging_writes(
+    logger: logging.Logger, stream: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_record(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a record was made")
+
+    alone(logger)
+    with monkeypatch.context() as patched:
+        patched.setattr(logging.Logger, "makeRecord", no_record)
+        LineLogger(NAME).info("request", dict(FIELDS))
+    logger.info("request", extra=dict(FIELDS))
+    logger.handlers[0].flush()
+    direct, logged = lines(stream)
+    assert list(direct) == list(logged)
+    assert without_time(direct) == without_time(logged)
+    assert str(direct["time"]) <= str(logged["time"])
+
+
+def test_a_line_logger_keeps_to_the_level(logger: logging.Logger, stream: io.StringIO) -> None:
+    alone(logger)
+    logger.setLevel(logging.WARNING)
+    LineLogger(NAME).info("request", dict(FIELDS))
+    logger.handlers[0].flush()
+    assert stream.getvalue() == ""
+
+
+def test_a_line_logger_gives_other_handlers_and_filters_the_record(
+    logger: logging.Logger, stream: io.StringIO, caplog: pytest.LogCaptureFixture
+) -> None:
+    alone(logger)
+    logger.addHandler(caplog.handler)
+    LineLogger(NAME).info("request", dict(FIELDS))
+    [record] = caplog.records
+    assert (record.getMessage(), record.request_id) == ("request", "r1")  # type: ignore[attr-defined]
+    logger.removeHandler(caplog.handler)
+    only_200 = logging.Filter()
+    only_200.filter = lambda record: record.status != 500  # type: ignore[attr-defined,method-assign]
+    logger.addFilter(only_200)
+    try:
+        LineLogger(NAME).info("request", {**FIELDS, "status": 500})
+    finally:
+        logger.removeFilter(only_200)
+    logger.handlers[0].flush()
+    assert [line["status"] for line in lines(stream)] == [200]
+    assert len(caplog.records) == 1
 
 
 def run(script: str, tmp_path: Path) -> str:

@@ -8,7 +8,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from xrouter.api.on_demand import OnDemandControlPlane
 from xrouter.gateway.app import GatewayApp
-from xrouter.gateway.middleware import RequestContextMiddleware
+from xrouter.gateway.middleware import RequestContextMiddleware, is_gateway_path
 from xrouter.gc_pauses import freeze_startup_objects
 from xrouter.runtime import Runtime
 from xrouter.settings import Settings
@@ -31,7 +31,7 @@ class XRouterApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
-        elif scope["path"] == "/v1" or scope["path"].startswith("/v1/"):
+        elif is_gateway_path(scope["path"]):
             await self.gateway(scope, receive, send)
         else:
             await self.control_plane(scope, receive, send)

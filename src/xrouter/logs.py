@@ -39,26 +39,45 @@ class JsonFormatter(logging.Formatter):
         self._second_text = ""
 
     def format(self, record: logging.LogRecord) -> str:
-        second = int(record.created)
-        if second != self._second:
-            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            self._second = second
-        entry: dict[str, Any] = {
-            "time": f"{self._second_text}.{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
+        level = record.levelname.lower()
+        entry = self._head(record.created, level, record.name, record.getMessage())
         for name, value in islice(record.__dict__.items(), _FIRST_EXTRA, None):
             if name[:1] != "_" and name not in _STANDARD:
                 entry[name] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        try:
-            return _ENCODER.encode(entry).decode()
-        except (TypeError, ValueError, OverflowError):
-            # Keys that are not strings, integers too large for JSON numbers: the slow way.
-            return json.dumps(entry, ensure_ascii=False, default=str)
+        return _encode(entry)
+
+    def format_fields(
+        self, created: float, level: str, name: str, message: str, fields: dict[str, Any]
+    ) -> str:
+        """The line ``format`` writes for a record of ``name``'s ``logger.log(level, message,
+        extra=fields)`` made at ``created`` (``level`` as written: "info"), without the record."""
+        entry = self._head(created, level, name, message)
+        entry.update(fields)
+        return _encode(entry)
+
+    def _head(self, created: float, level: str, name: str, message: str) -> dict[str, Any]:
+        second = int(created)
+        if second != self._second:
+            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        # The milliseconds as ``LogRecord.msecs`` computes them.
+        milliseconds = int((created - second) * 1000)
+        return {
+            "time": f"{self._second_text}.{milliseconds:03d}Z",
+            "level": level,
+            "logger": name,
+            "message": message,
+        }
+
+
+def _encode(entry: dict[str, Any]) -> str:
+    try:
+        return _ENCODER.encode(entry).decode()
+    except (TypeError, ValueError, OverflowError):
+        # Keys that are not strings, integers too large for JSON numbers: the slow way.
+        return json.dumps(entry, ensure_ascii=False, default=str)
 
 
 class BatchingStreamHandler(logging.StreamHandler[TextIO]):
@@ -90,11 +109,27 @@ class BatchingStreamHandler(logging.StreamHandler[TextIO]):
         except Exception:
             self.handleError(record)
             return
+        self._add(line, record.name, record.levelno)
+
+    def emit_fields(self, name: str, message: str, fields: dict[str, Any]) -> None:
+        """Write the line of an INFO record of ``logging.getLogger(name).info(message,
+        extra=fields)`` without making the record; for a handler with a ``JsonFormatter``."""
+        created = time.time()
+        formatter: JsonFormatter = self.formatter  # type: ignore[assignment]  # the caller's check
+        with self.lock:  # type: ignore[union-attr]  # created in Handler.__init__
+            try:
+                line = formatter.format_fields(created, "info", name, message, fields)
+            except Exception:
+                self.handleError(logging.makeLogRecord({"name": name, "msg": message, **fields}))
+                return
+            self._add(line, name, logging.INFO)
+
+    def _add(self, line: str, name: str, level: int) -> None:
         self._lines.append(line)
         self._waiting += len(line)
         if (
-            record.name not in self._batched
-            or record.levelno >= logging.WARNING
+            name not in self._batched
+            or level >= logging.WARNING
             or self._waiting >= FLUSH_CHARACTERS
         ):
             self.flush()
@@ -137,6 +172,56 @@ class BatchingStreamHandler(logging.StreamHandler[TextIO]):
 
 
 _BATCHING: weakref.WeakSet[BatchingStreamHandler] = weakref.WeakSet()
+
+
+class LineLogger:
+    """A logger's ``info(message, extra=fields)`` for a line per request. When the one handler
+    its records would reach is a ``BatchingStreamHandler`` formatting them with a
+    ``JsonFormatter`` (as ``configure_logging`` sets it up), the line is written straight
+    from ``fields``: making a ``LogRecord`` and passing it through ``logging`` costs more
+    than the request's own metrics. Any other setup (another handler or formatter, a filter,
+    a record factory, a test capturing records) gets the record, as ``Logger.info`` makes it.
+
+    ``fields`` must be plain names (no leading ``_``, none of ``LogRecord``'s attributes),
+    as ``extra`` must be for ``logging`` to accept them and the formatter to write them."""
+
+    __slots__ = ("logger",)
+
+    def __init__(self, name: str) -> None:
+        self.logger = logging.getLogger(name)
+
+    def info(self, message: str, fields: dict[str, Any]) -> None:
+        logger = self.logger
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        handler = _direct_handler(logger)
+        if handler is None:
+            logger.info(message, extra=fields)
+        else:
+            handler.emit_fields(logger.name, message, fields)
+
+
+def _direct_handler(logger: logging.Logger) -> BatchingStreamHandler | None:
+    """The handler an INFO record of ``logger`` would reach if it is the only one, does not
+    filter it and formats it with a ``JsonFormatter``; else None."""
+    if logger.filters or logging.getLogRecordFactory() is not logging.LogRecord:
+        return None
+    found: BatchingStreamHandler | None = None
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            if found is not None or type(handler) is not BatchingStreamHandler:
+                return None
+            found = handler
+        current = current.parent if current.propagate else None
+    if (
+        found is None
+        or found.level > logging.INFO
+        or found.filters
+        or type(found.formatter) is not JsonFormatter
+    ):
+        return None
+    return found
 
 
 def _after_fork_in_child() -> None:

@@ -10,6 +10,7 @@ from xrouter.errors import MethodNotAllowedError, NotFoundError
 from xrouter.gateway.anthropic.handlers import AnthropicHandlers
 from xrouter.gateway.handlers import GatewayHandlers, Handler, guarded
 from xrouter.gateway.http import error_response
+from xrouter.gateway.middleware import REQUEST_ID_HEADER, RESPONSE_STARTED
 from xrouter.gateway.responses.handlers import ResponsesHandlers
 from xrouter.observability.access_log import MODEL_PATH_PREFIX
 from xrouter.runtime import Runtime
@@ -53,4 +54,10 @@ class GatewayApp:
             response = error_response(error)
         else:
             response = await handler(Request(scope, receive))
+        # ``RequestContextMiddleware`` leaves the request id header to this app.
+        state = scope["state"]
+        id_header = state.get(REQUEST_ID_HEADER)
+        if id_header is not None:
+            response.raw_headers.append(id_header)
+        state[RESPONSE_STARTED] = True
         await observer.send(response, scope, receive, send)

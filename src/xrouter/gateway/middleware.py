@@ -29,7 +29,25 @@ class HeadersTooLargeError(GatewayError):
     default_code = "headers_too_large"
 
 
+# Scope state keys. The ``/v1`` app sends its responses with the request's ``x-request-id``
+# header itself (``REQUEST_ID_HEADER``), and notes when it starts sending one
+# (``RESPONSE_STARTED``): wrapping ``send`` for every request would cost a call per message,
+# one per streamed chunk.
+REQUEST_ID_HEADER = "request_id_header"
+RESPONSE_STARTED = "response_started"
+
+
+def is_gateway_path(path: str) -> bool:
+    """Whether ``path`` is the ``/v1`` app's."""
+    return path == "/v1" or path.startswith("/v1/")
+
+
 class RequestContextMiddleware:
+    """Gives every HTTP request its id (``state["request_id"]``) and every response its
+    ``x-request-id`` header: the ``/v1`` app's from ``state[REQUEST_ID_HEADER]``, the rest
+    through a wrapped ``send``. Refuses oversized headers with a 431, and answers an exception
+    raised before the response started with a 500."""
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
@@ -38,43 +56,43 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = _request_id(scope)
-        scope.setdefault("state", {})["request_id"] = request_id
-        if sum(len(name) + len(value) for name, value in scope["headers"]) > MAX_HEADER_BYTES:
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        id_header = (b"x-request-id", request_id.encode())
+        if sum(map(len, itertools.chain.from_iterable(scope["headers"]))) > MAX_HEADER_BYTES:
             error = HeadersTooLargeError(
                 f"The request headers are larger than the limit of {MAX_HEADER_BYTES} bytes."
             )
-            headers = [
-                (b"content-type", b"application/json"),
-                (b"connection", b"close"),
-                (b"x-request-id", request_id.encode()),
-            ]
+            headers = [(b"content-type", b"application/json"), (b"connection", b"close"), id_header]
             await send({"type": "http.response.start", "status": 431, "headers": headers})
             await send({"type": "http.response.body", "body": error.encode()})
             return
-        id_header = (b"x-request-id", request_id.encode())
-        started = False
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-                message["headers"] = [*message.get("headers", ()), id_header]
-            await send(message)
-
+        if is_gateway_path(scope["path"]):
+            state[REQUEST_ID_HEADER] = id_header
+            app_send = send
+        else:
+            app_send = _sending_id(send, id_header, state)
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, app_send)
         except Exception:
             log.exception("unhandled error", extra={"request_id": request_id})
-            if started:
+            if state.get(RESPONSE_STARTED):
                 raise
-            await send_with_id(
-                {
-                    "type": "http.response.start",
-                    "status": 500,
-                    "headers": [(b"content-type", b"application/json")],
-                }
-            )
+            headers = [(b"content-type", b"application/json"), id_header]
+            await send({"type": "http.response.start", "status": 500, "headers": headers})
             await send({"type": "http.response.body", "body": _INTERNAL.encode()})
+
+
+def _sending_id(send: Send, id_header: tuple[bytes, bytes], state: dict[str, object]) -> Send:
+    """``send`` adding ``id_header`` to the response's head and noting it in ``state``."""
+
+    async def send_with_id(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            state[RESPONSE_STARTED] = True
+            message["headers"] = [*message.get("headers", ()), id_header]
+        await send(message)
+
+    return send_with_id
 
 
 def _request_id(scope: Scope) -> str:

@@ -8,7 +8,6 @@ carries ids, names, counts and timings only: never a key, a token, a prompt or a
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
@@ -16,11 +15,12 @@ from prometheus_client import CollectorRegistry
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from xrouter.logs import LineLogger
 from xrouter.observability.metrics import RequestMetrics
 from xrouter.usage.pricing import PriceTable
 from xrouter.usage.recorder import UsageEvent
 
-log = logging.getLogger("xrouter.access")
+log = LineLogger("xrouter.access")
 
 # The API a path belongs to, as the ``api`` label and log field name it.
 APIS = {
@@ -127,7 +127,7 @@ class RequestObserver:
             series.cost.inc(cost)
         log.info(
             "request",
-            extra={
+            {
                 "request_id": event.request_id,
                 "generation_id": event.id,
                 "key_id": event.key_id,
@@ -178,7 +178,7 @@ class RequestObserver:
         started = state.get("started")
         log.info(
             "request",
-            extra={
+            {
                 "request_id": state.get("request_id"),
                 "api": api,
                 "model": model or None,
