@@ -11,8 +11,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tests.usage.test_recorder import CommitThenFailSession, _event
+from tests.usage.usage_rows import add_key
 from xrouter.settings import ConfigurationError, ModelPrice, Settings
-from xrouter.storage.models import ApiKey, UsageRecord, UsageRollup, new_id
+from xrouter.storage.models import ApiKey, UsageRecord, UsageRollup
 from xrouter.usage.periods import Calendar
 from xrouter.usage.pricing import PriceTable, load_prices, read_price_file
 from xrouter.usage.recorder import UsageRecorder
@@ -66,19 +67,7 @@ async def test_last_used_moves_forward_without_touching_updated_at(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     stamp = datetime(2025, 1, 1, tzinfo=UTC)
-    async with sessions() as session, session.begin():
-        session.add(
-            ApiKey(
-                id=KEY,
-                name="k",
-                prefix="p",
-                secret_hash=new_id("h"),
-                owner=None,
-                created_at=stamp,
-                updated_at=stamp,
-                revoked_at=None,
-            )
-        )
+    await add_key(sessions, KEY, stamp)
     recorder = UsageRecorder(sessions, flush_seconds=60, batch_size=100)
     recorder.record(_event(1))
     assert await recorder.flush()

@@ -10,7 +10,8 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tests.usage.test_recorder import _event
-from xrouter.storage.models import ApiKey, UsageRecord, UsageRollup, new_id
+from tests.usage.usage_rows import add_key
+from xrouter.storage.models import ApiKey, UsageRecord, UsageRollup
 from xrouter.usage.recorder import UsageRecorder
 from xrouter.usage.rollups import SUMMED_COLUMNS
 from xrouter.usage.statements import SqliteStatements, sqlite_time
@@ -42,21 +43,6 @@ async def test_sqlite_times_are_the_text_sqlalchemy_stores(
         query = text("SELECT bucket_start FROM usage_rollups ORDER BY key_id")
         stored = (await connection.execute(query)).scalars().all()
     assert stored == [sqlite_time(moment) for moment in moments]
-
-
-async def _add_key(sessions: async_sessionmaker[AsyncSession], last_used_at: datetime) -> None:
-    async with sessions() as session, session.begin():
-        session.add(
-            ApiKey(
-                id=KEY,
-                name="k",
-                prefix="p",
-                secret_hash=new_id("h"),
-                created_at=last_used_at,
-                updated_at=last_used_at,
-                last_used_at=last_used_at,
-            )
-        )
 
 
 async def test_rollups_the_orm_wrote_are_added_to(
@@ -108,7 +94,7 @@ async def test_rollups_the_orm_wrote_are_added_to(
 
 async def test_last_used_never_moves_back(sessions: async_sessionmaker[AsyncSession]) -> None:
     later = datetime.now(UTC) + timedelta(hours=1)
-    await _add_key(sessions, later)
+    await add_key(sessions, KEY, later, last_used_at=later)
     recorder = UsageRecorder(sessions, flush_seconds=60, batch_size=100)
     recorder.record(_event(0))
     assert await recorder.flush()
