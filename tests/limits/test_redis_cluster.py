@@ -162,9 +162,7 @@ async def test_the_limiter_is_exact_on_the_cluster(cluster: PrivateRedisCluster)
     # One frozen clock for all four: nothing refills between the reads compared below, however
     # long a loaded machine takes between them.
     now = time.time()
-    backends = [
-        RedisBackend(limiter_client(cluster.url), 2.0, clock=lambda: now) for _ in range(4)
-    ]
+    backends = [RedisBackend(limiter_client(cluster.url), 2.0, clock=lambda: now) for _ in range(4)]
     try:
         decisions = await asyncio.gather(
             *(backends[index % 4].acquire(limits, [1, 50, 50]) for index in range(100))
