@@ -5,6 +5,7 @@ database: keys and models come from memory and usage is handed to a buffered rec
 from __future__ import annotations
 
 import base64
+import functools
 import time
 from array import array
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -41,7 +42,7 @@ from xrouter.gateway.wire import (
 from xrouter.keys.cache import ActiveKey
 from xrouter.keys.policy import id_allowed
 from xrouter.limits.limiter import Admission
-from xrouter.observability.access_log import MODEL_PATH_PREFIX
+from xrouter.observability.access_log import MODEL_PATH_PREFIX, RECORD_WHEN_SENT
 from xrouter.observability.content_log import StreamTranscript, log_exchange
 from xrouter.providers.base import ModelTarget, StreamDelta
 from xrouter.routing.planner import Plan
@@ -102,7 +103,7 @@ class GatewayHandlers:
             usage=reply.usage,
             system_fingerprint=reply.model_version,
         )
-        usage.record(200, reply.usage, answer=reply.choices)
+        usage.record_when_sent(reply.usage, reply.choices)
         return ChatResult(completion, usage.request_id, usage.response_headers(served.headers()))
 
     async def _stream(
@@ -198,7 +199,7 @@ class GatewayHandlers:
         if body.encoding_format == "base64":
             data = [Embedding(item.index, _base64_floats(item.embedding)) for item in data]
         tokens = reply.prompt_tokens
-        usage.record(200, Usage(tokens, 0, tokens))
+        usage.record_when_sent(Usage(tokens, 0, tokens))
         return json_response(
             EmbeddingsResponse(data, target.public_id, EmbeddingsUsage(tokens, tokens)),
             headers=usage.response_headers(served.headers()),
@@ -306,6 +307,10 @@ class _UsageContext:
     def response_headers(self, routing: dict[str, str] | None = None) -> dict[str, str]:
         """The rate-limit headers and ``x-generation-id``, then ``routing``'s, in one dict."""
         return {**self.admission.headers, "x-generation-id": self.generation_id, **(routing or {})}
+
+    def record_when_sent(self, usage: Usage | None, answer: list[Choice] | None = None) -> None:
+        """Record a served request once its answer is written (``RECORD_WHEN_SENT``)."""
+        self.state[RECORD_WHEN_SENT] = functools.partial(self.record, 200, usage, answer=answer)
 
     def record(
         self,

@@ -35,6 +35,10 @@ APIS = {
 MODEL_PATH_PREFIX = "/v1/models/"
 # Set in the request's scope state once the request has been reported.
 _OBSERVED = "observed"
+# Scope state: a served request's usage record, left by the pipeline to run once the answer
+# is written, so that recording it (journal, metrics, this log line) adds nothing to the
+# answer's latency.
+RECORD_WHEN_SENT = "record_when_sent"
 
 
 class _Series:
@@ -67,6 +71,14 @@ class _Series:
         self.tokens_in = metrics.tokens.labels("in", api, model, provider)
         self.tokens_out = metrics.tokens.labels("out", api, model, provider)
         self.cost = metrics.cost.labels(model, provider)
+
+
+def record_when_sent(state: dict[str, Any]) -> None:
+    """Run the usage record waiting in ``state`` for the answer to be sent, if there is one:
+    after the answer, or when the request ends without one (it was served all the same)."""
+    record = state.pop(RECORD_WHEN_SENT, None)
+    if record is not None:
+        record()
 
 
 def api_of(path: str) -> str:
@@ -149,16 +161,18 @@ class RequestObserver:
         )
 
     async def send(self, response: Response, scope: Scope, receive: Receive, send: Send) -> None:
-        """Send ``response``; report the request if the pipeline did not (it ended early)."""
+        """Send ``response``, then run the usage record the pipeline left for after it
+        (``RECORD_WHEN_SENT``); report the request if the pipeline did not (it ended early)."""
         streaming = isinstance(response, StreamingResponse)
         if streaming:
             self.metrics.active_streams.inc()
+        state = scope.setdefault("state", {})
         try:
             await response(scope, receive, send)
         finally:
             if streaming:
                 self.metrics.active_streams.dec()
-            state = scope.setdefault("state", {})
+            record_when_sent(state)
             if not state.get(_OBSERVED):
                 self.refused(state, response.status_code)
 
