@@ -51,6 +51,8 @@ RESULTS = Path(__file__).with_name("results")
 XROUTER = "xrouter"
 XROUTER_MEMORY = "xrouter, limits in memory"
 PASSTHROUGH = "bare aiohttp passthrough"
+# Closed-loop runs are split into this many slices, the targets taking them in turns.
+ROUNDS = 3
 
 
 @dataclass
@@ -122,34 +124,70 @@ def closed_loop(
     seconds: float,
     load_cpu: str | None,
     stream: bool = False,
+    rounds: int = 1,
 ) -> dict[str, LoadResult]:
-    results: dict[str, LoadResult] = {}
+    """Each target under ``connections`` closed-loop clients for ``seconds``, split into
+    ``rounds`` slices that the targets take in turns: a machine whose speed drifts during the
+    run (a shared VM) slows every target alike instead of the ones measured last. A target's
+    row is its median slice by throughput."""
     kind = "stream" if stream else "json"
-    report.add(f"\n### Closed loop, {kind}, {connections} connection(s), {seconds:g} s each\n")
+    slice_seconds = max(1.0, round(seconds / rounds))
+    slices: dict[str, list[LoadResult]] = {target.name: [] for target in targets}
+    for _ in range(rounds):
+        for target in targets:
+            slices[target.name].append(
+                one_slice(target, connections, slice_seconds, load_cpu, stream)
+            )
+    results = {name: median_slice(runs) for name, runs in slices.items()}
+    taken = (
+        f"{rounds} slices of {slice_seconds:g} s each, targets in turns; the median slice"
+        if rounds > 1
+        else f"{slice_seconds:g} s each"
+    )
+    report.add(f"\n### Closed loop, {kind}, {connections} connection(s), {taken}\n")
     report.add(
         "| target | req/s | p50 ms | p90 ms | p99 ms | added p50 ms | added p99 ms "
         "| CPU ms/req | failures |"
     )
     report.add("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    direct = results[targets[0].name]
     for target in targets:
-        cpu_before = target.process.cpu_seconds() if target.process else 0.0
-        result = wrk(
-            target.url, target.body(stream), target.authorization, connections, seconds, load_cpu
-        )
-        cpu = (target.process.cpu_seconds() - cpu_before) if target.process else 0.0
-        if target.process and result.requests:
-            result.cpu_ms_per_request = cpu * 1000 / result.requests
-        results[target.name] = result
-        direct = results[targets[0].name]
-        cpu_text = (
-            f"{cpu * 1000 / result.requests:.3f}" if target.process and result.requests else "-"
-        )
+        result = results[target.name]
+        cpu = f"{result.cpu_ms_per_request:.3f}" if result.cpu_ms_per_request else "-"
+        failures = sum(run.failures for run in slices[target.name])
         report.add(
             f"| {target.name} | {result.rps:,.0f} | {result.p50_ms:.2f} | {result.p90_ms:.2f} | "
             f"{result.p99_ms:.2f} | {result.p50_ms - direct.p50_ms:+.2f} | "
-            f"{result.p99_ms - direct.p99_ms:+.2f} | {cpu_text} | {result.failures} |"
+            f"{result.p99_ms - direct.p99_ms:+.2f} | {cpu} | {failures} |"
         )
+    if rounds > 1:
+        spreads = ", ".join(
+            f"{name} {min(run.rps for run in runs):,.0f}-{max(run.rps for run in runs):,.0f}"
+            for name, runs in slices.items()
+        )
+        report.add(f"\nReq/s of the slices, lowest to highest: {spreads}.")
+    for name, result in results.items():
+        result.failures = sum(run.failures for run in slices[name])
     return results
+
+
+def one_slice(
+    target: Target, connections: int, seconds: float, load_cpu: str | None, stream: bool
+) -> LoadResult:
+    """One closed-loop run, with the CPU the target used per request."""
+    cpu_before = target.process.cpu_seconds() if target.process else 0.0
+    result = wrk(
+        target.url, target.body(stream), target.authorization, connections, seconds, load_cpu
+    )
+    if target.process and result.requests:
+        cpu = target.process.cpu_seconds() - cpu_before
+        result.cpu_ms_per_request = cpu * 1000 / result.requests
+    return result
+
+
+def median_slice(runs: list[LoadResult]) -> LoadResult:
+    """The run with the median throughput (of an even number, the slower middle one)."""
+    return sorted(runs, key=lambda run: run.rps)[(len(runs) - 1) // 2]
 
 
 def first_byte(report: Report, targets: list[Target], count: int) -> None:
@@ -214,15 +252,16 @@ def measure(
     failures = 0
     widest = 4 if smoke else 64
     capacity = 0.0
+    rounds = 1 if smoke else ROUNDS
     for connections in (1, 4) if smoke else (1, 16, 64):
-        results = closed_loop(report, targets, connections, seconds, layout.load_cpu)
+        results = closed_loop(report, targets, connections, seconds, layout.load_cpu, False, rounds)
         failures += sum(result.failures for result in results.values())
         if connections == widest:
             report.add("")
             ratio_lines(report, results)
             capacity = results[XROUTER].rps
     streaming = 4 if smoke else 16
-    results = closed_loop(report, targets, streaming, seconds, layout.load_cpu, stream=True)
+    results = closed_loop(report, targets, streaming, seconds, layout.load_cpu, True, rounds)
     failures += sum(result.failures for result in results.values())
     report.add("")
     ratio_lines(report, results)
@@ -426,7 +465,9 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--smoke", action="store_true", help="seconds; checks the harness only")
-    parser.add_argument("--seconds", type=float, default=10.0, help="each closed-loop run")
+    parser.add_argument(
+        "--seconds", type=float, default=12.0, help="each target's closed-loop time per scenario"
+    )
     parser.add_argument(
         "--workers", type=int, default=2, help="workers of the scaling row (1: none)"
     )
