@@ -1,4 +1,5 @@
-"""Startup objects are frozen out of later collections by a serving process, and only by one."""
+"""A serving process, and only one, freezes its startup objects out of later collections and
+collects its youngest generation less often."""
 
 from __future__ import annotations
 
@@ -12,17 +13,20 @@ from typing import Any
 import pytest
 
 from xrouter.app import XRouterApp
-from xrouter.gc_pauses import freeze_startup_objects
+from xrouter.gc_pauses import YOUNG_GENERATION_THRESHOLD, prepare_collector
 from xrouter.settings import Settings
 from xrouter.storage.migrate import upgrade
 
 
 @pytest.fixture
 def unfrozen() -> Iterator[None]:
-    """Give the test process its collector back: frozen objects are never collected."""
+    """Give the test process its collector back as it was: frozen objects are never
+    collected."""
+    thresholds = gc.get_threshold()
     gc.unfreeze()
     yield
     gc.unfreeze()
+    gc.set_threshold(*thresholds)
 
 
 class _Cycle:
@@ -32,7 +36,7 @@ class _Cycle:
 
 def test_frozen_objects_are_out_of_reach_later_garbage_is_not(unfrozen: None) -> None:
     kept = _Cycle()
-    freeze_startup_objects()
+    prepare_collector()
     assert gc.get_freeze_count() > 0
     # gc.get_objects() lists what the collections walk; frozen objects are not among them.
     assert all(tracked is not kept for tracked in gc.get_objects())
@@ -41,6 +45,18 @@ def test_frozen_objects_are_out_of_reach_later_garbage_is_not(unfrozen: None) ->
     del later
     # A cycle made after the freeze is still the collector's to free.
     gc.collect()
+    assert gone() is None
+
+
+def test_garbage_cycles_are_still_collected_without_being_asked(unfrozen: None) -> None:
+    prepare_collector()
+    assert gc.get_threshold()[0] == YOUNG_GENERATION_THRESHOLD
+    first = _Cycle()
+    gone = weakref.ref(first)
+    del first
+    # More garbage than the threshold: the collector runs by itself and frees the cycles.
+    for _ in range(2 * YOUNG_GENERATION_THRESHOLD):
+        _Cycle()
     assert gone() is None
 
 
@@ -62,7 +78,7 @@ async def _start_and_stop(app: XRouterApp) -> None:
 
 
 @pytest.mark.parametrize("serving", [True, False])
-def test_a_serving_process_freezes_after_startup(
+def test_a_serving_process_prepares_its_collector_after_startup(
     serving: bool, tmp_path: Path, unfrozen: None
 ) -> None:
     settings = Settings(
@@ -72,3 +88,4 @@ def test_a_serving_process_freezes_after_startup(
     upgrade(settings.database_url)
     asyncio.run(_start_and_stop(XRouterApp(settings, freeze_after_start=serving)))
     assert (gc.get_freeze_count() > 0) is serving
+    assert (gc.get_threshold()[0] == YOUNG_GENERATION_THRESHOLD) is serving

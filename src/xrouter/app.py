@@ -9,7 +9,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from xrouter.api.on_demand import OnDemandControlPlane
 from xrouter.gateway.app import GatewayApp
 from xrouter.gateway.middleware import RequestContextMiddleware, is_gateway_path
-from xrouter.gc_pauses import freeze_startup_objects
+from xrouter.gc_pauses import prepare_collector
 from xrouter.runtime import Runtime
 from xrouter.settings import Settings
 
@@ -50,7 +50,7 @@ class XRouterApp:
                 if self.handle_signals:
                     self.runtime.drain.install()
                 if self.freeze_after_start:
-                    freeze_startup_objects()
+                    prepare_collector()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.runtime.close()
@@ -63,6 +63,6 @@ def create_app(
 ) -> ASGIApp:
     """The app; ``handle_signals`` (the real server's main thread only) drains on SIGTERM;
     ``freeze_after_start`` (a serving process of its own, not a test) keeps its startup
-    objects out of later garbage collections."""
+    objects out of later garbage collections and collects less often (``gc_pauses``)."""
     app = XRouterApp(settings, handle_signals=handle_signals, freeze_after_start=freeze_after_start)
     return RequestContextMiddleware(app)
