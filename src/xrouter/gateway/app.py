@@ -12,7 +12,7 @@ from xrouter.gateway.handlers import GatewayHandlers, Handler, guarded
 from xrouter.gateway.http import error_response
 from xrouter.gateway.middleware import REQUEST_ID_HEADER, RESPONSE_STARTED
 from xrouter.gateway.responses.handlers import ResponsesHandlers
-from xrouter.observability.access_log import MODEL_PATH_PREFIX, record_when_sent
+from xrouter.observability.access_log import MODEL_PATH_PREFIX, report_when_sent
 from xrouter.runtime import Runtime
 
 
@@ -56,8 +56,8 @@ class GatewayApp:
             try:
                 response = await handler(Request(scope, receive))
             except BaseException:
-                # Served, then failed to render: its usage is recorded all the same.
-                record_when_sent(scope["state"])
+                # Served, then failed to render: its report runs all the same.
+                report_when_sent(scope["state"])
                 raise
         # ``RequestContextMiddleware`` leaves the request id header to this app.
         state = scope["state"]

@@ -5,7 +5,6 @@ database: keys and models come from memory and usage is handed to a buffered rec
 from __future__ import annotations
 
 import base64
-import functools
 import time
 from array import array
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -42,7 +41,7 @@ from xrouter.gateway.wire import (
 from xrouter.keys.cache import ActiveKey
 from xrouter.keys.policy import id_allowed
 from xrouter.limits.limiter import Admission
-from xrouter.observability.access_log import MODEL_PATH_PREFIX, RECORD_WHEN_SENT
+from xrouter.observability.access_log import MODEL_PATH_PREFIX, REPORT_WHEN_SENT
 from xrouter.observability.content_log import StreamTranscript, log_exchange
 from xrouter.providers.base import ModelTarget, StreamDelta
 from xrouter.routing.planner import Plan
@@ -103,7 +102,7 @@ class GatewayHandlers:
             usage=reply.usage,
             system_fingerprint=reply.model_version,
         )
-        usage.record_when_sent(reply.usage, reply.choices)
+        usage.record(200, reply.usage, answer=reply.choices, report_when_sent=True)
         return ChatResult(completion, usage.request_id, usage.response_headers(served.headers()))
 
     async def _stream(
@@ -199,7 +198,7 @@ class GatewayHandlers:
         if body.encoding_format == "base64":
             data = [Embedding(item.index, _base64_floats(item.embedding)) for item in data]
         tokens = reply.prompt_tokens
-        usage.record_when_sent(Usage(tokens, 0, tokens))
+        usage.record(200, Usage(tokens, 0, tokens), report_when_sent=True)
         return json_response(
             EmbeddingsResponse(data, target.public_id, EmbeddingsUsage(tokens, tokens)),
             headers=usage.response_headers(served.headers()),
@@ -308,10 +307,6 @@ class _UsageContext:
         """The rate-limit headers and ``x-generation-id``, then ``routing``'s, in one dict."""
         return {**self.admission.headers, "x-generation-id": self.generation_id, **(routing or {})}
 
-    def record_when_sent(self, usage: Usage | None, answer: list[Choice] | None = None) -> None:
-        """Record a served request once its answer is written (``RECORD_WHEN_SENT``)."""
-        self.state[RECORD_WHEN_SENT] = functools.partial(self.record, 200, usage, answer=answer)
-
     def record(
         self,
         status: int,
@@ -320,14 +315,11 @@ class _UsageContext:
         error: GatewayError | None = None,
         first_token_at: float | None = None,
         answer: list[Choice] | StreamTranscript | None = None,
+        report_when_sent: bool = False,
     ) -> None:
-        # Settle the rate-limit reservation: real usage replaces the estimate; a request that
-        # failed before the provider produced anything is refunded, so its retry is not
-        # charged twice.
-        self.admission.settle(
-            usage.total_tokens if usage is not None else None,
-            refund=usage is None and error is not None and first_token_at is None,
-        )
+        """Record the request's usage (journaled before the client has the answer, so a killed
+        process loses none), then settle its rate limits, count it and log it: at once, or
+        with ``report_when_sent`` once the answer is written (``REPORT_WHEN_SENT``)."""
         if error is not None:
             # The error is about to be rendered: it carries the rate-limit headers too.
             error.headers = {**self.response_headers(), **error.headers}
@@ -353,17 +345,49 @@ class _UsageContext:
             error_code=error.code if error else None,
         )
         self.runtime.usage.record(event)
-        self.runtime.observer.finished(
-            self.state,
-            event,
-            started=self.started,
-            upstream_at=self.upstream_at,
-            ended=now,
-            first_token_at=first_token_at,
-            attempts=self.attempts,
+        # Settle the rate-limit reservation: real usage replaces the estimate; a request that
+        # failed before the provider produced anything is refunded, so its retry is not
+        # charged twice.
+        refund = usage is None and error is not None and first_token_at is None
+        report = _Report(self, event, usage, refund, now, first_token_at, answer)
+        if report_when_sent:
+            self.state[REPORT_WHEN_SENT] = report
+        else:
+            report()
+
+
+@dataclass(slots=True)
+class _Report:
+    """What a finished request does after its usage is recorded: settle its rate-limit
+    reservation, count it in the metrics and write its access-log line (and, for a key that has
+    its content logged, the exchange)."""
+
+    context: _UsageContext
+    event: UsageEvent
+    usage: Usage | None
+    refund: bool
+    ended: float
+    first_token_at: float | None
+    answer: list[Choice] | StreamTranscript | None
+
+    def __call__(self) -> None:
+        context, event = self.context, self.event
+        usage = self.usage
+        context.admission.settle(
+            usage.total_tokens if usage is not None else None, refund=self.refund
         )
-        if self.messages is not None:
-            log_exchange(event, self.state.get("api", "unknown"), self.messages, answer)
+        runtime = context.runtime
+        runtime.observer.finished(
+            context.state,
+            event,
+            started=context.started,
+            upstream_at=context.upstream_at,
+            ended=self.ended,
+            first_token_at=self.first_token_at,
+            attempts=context.attempts,
+        )
+        if context.messages is not None:
+            log_exchange(event, context.state.get("api", "unknown"), context.messages, self.answer)
 
 
 def guarded(handler: Handler) -> Handler:

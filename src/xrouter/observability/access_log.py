@@ -35,10 +35,10 @@ APIS = {
 MODEL_PATH_PREFIX = "/v1/models/"
 # Set in the request's scope state once the request has been reported.
 _OBSERVED = "observed"
-# Scope state: a served request's usage record, left by the pipeline to run once the answer
-# is written, so that recording it (journal, metrics, this log line) adds nothing to the
-# answer's latency.
-RECORD_WHEN_SENT = "record_when_sent"
+# Scope state: the rest of a served request's bookkeeping (its rate-limit settlement, metrics
+# and this log line), left by the pipeline to run once the answer is written, off the answer's
+# latency. Its usage record is journaled before the answer, so a killed process loses none.
+REPORT_WHEN_SENT = "report_when_sent"
 
 
 class _Series:
@@ -73,12 +73,12 @@ class _Series:
         self.cost = metrics.cost.labels(model, provider)
 
 
-def record_when_sent(state: dict[str, Any]) -> None:
-    """Run the usage record waiting in ``state`` for the answer to be sent, if there is one:
-    after the answer, or when the request ends without one (it was served all the same)."""
-    record = state.pop(RECORD_WHEN_SENT, None)
-    if record is not None:
-        record()
+def report_when_sent(state: dict[str, Any]) -> None:
+    """Run the report waiting in ``state`` for the answer to be sent, if there is one: after
+    the answer, or when the request ends without one (it was served all the same)."""
+    report = state.pop(REPORT_WHEN_SENT, None)
+    if report is not None:
+        report()
 
 
 def api_of(path: str) -> str:
@@ -161,8 +161,8 @@ class RequestObserver:
         )
 
     async def send(self, response: Response, scope: Scope, receive: Receive, send: Send) -> None:
-        """Send ``response``, then run the usage record the pipeline left for after it
-        (``RECORD_WHEN_SENT``); report the request if the pipeline did not (it ended early)."""
+        """Send ``response``, then run the report the pipeline left for after it
+        (``REPORT_WHEN_SENT``); report the request if the pipeline did not (it ended early)."""
         streaming = isinstance(response, StreamingResponse)
         if streaming:
             self.metrics.active_streams.inc()
@@ -172,7 +172,7 @@ class RequestObserver:
         finally:
             if streaming:
                 self.metrics.active_streams.dec()
-            record_when_sent(state)
+            report_when_sent(state)
             if not state.get(_OBSERVED):
                 self.refused(state, response.status_code)
 
