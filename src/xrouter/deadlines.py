@@ -55,14 +55,26 @@ class Deadline:
 class SharedTimeout:
     """Deadlines sharing one timer per event loop; ``seconds`` is ``deadline()``'s default."""
 
-    __slots__ = ("_compacted", "_heap", "_loop", "_order", "_timer", "_timer_when", "seconds")
+    __slots__ = (
+        "_bound_loop",
+        "_compacted",
+        "_heap",
+        "_loop",
+        "_order",
+        "_timer",
+        "_timer_when",
+        "seconds",
+    )
 
-    def __init__(self, seconds: float = 0.0) -> None:
+    def __init__(self, seconds: float = 0.0, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.seconds = seconds
         self._heap: list[tuple[float, int, Deadline]] = []
         self._order = itertools.count()
         self._compacted = _COMPACT_FROM
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Used only from ``loop`` (``loop_timer``'s timers): the running loop is not looked up,
+        # which on Python 3.11 costs a getpid() system call each time.
+        self._bound_loop = loop
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = 0.0
 
@@ -70,11 +82,14 @@ class SharedTimeout:
         """A deadline for the current task, ``seconds`` (default: the timer's) from now: use
         it as ``with``."""
         after = self.seconds if seconds is None else seconds
-        return self.deadline_at(asyncio.get_running_loop().time() + after)
+        loop = self._bound_loop or asyncio.get_running_loop()
+        return self._deadline(loop, loop.time() + after)
 
     def deadline_at(self, when: float) -> Deadline:
         """A deadline for the current task at loop time ``when``: use it as ``with``."""
-        loop = asyncio.get_running_loop()
+        return self._deadline(self._bound_loop or asyncio.get_running_loop(), when)
+
+    def _deadline(self, loop: asyncio.AbstractEventLoop, when: float) -> Deadline:
         if loop is not self._loop:
             # Used from another loop (tests start several): the old loop's timer is gone.
             self._loop = loop
@@ -132,11 +147,11 @@ _LOOP_TIMERS: dict[asyncio.AbstractEventLoop, SharedTimeout] = {}
 
 
 def loop_timer() -> SharedTimeout:
-    """The running loop's shared timer, for deadlines of any length."""
+    """The running loop's shared timer, for deadlines of any length (set from that loop)."""
     loop = asyncio.get_running_loop()
     shared = _LOOP_TIMERS.get(loop)
     if shared is None:
         if len(_LOOP_TIMERS) >= _MAX_LOOPS:
             _LOOP_TIMERS.clear()  # loops that ended; the deadlines they hold still expire
-        shared = _LOOP_TIMERS[loop] = SharedTimeout()
+        shared = _LOOP_TIMERS[loop] = SharedTimeout(loop=loop)
     return shared
