@@ -186,8 +186,10 @@ def limit_checks(gateway_url: str) -> tuple[dict[str, int], dict[str, int]]:
 
 
 def error_answers(process: Process) -> dict[str, int]:
-    """The gateway's answers other than 200, from its access log: ``"504 upstream_timeout"``
-    -> count (499: the client left, as wrk does with the requests in flight when it stops)."""
+    """The gateway's chat answers other than 200, from its access log: ``"504
+    upstream_timeout"`` -> count (499: the client left, as wrk does with the requests in flight
+    when it stops). The polls of ``/v1/models`` that wait for a new key to be served are not
+    load, and not counted."""
     # The access log is written in batches within 0.1 s: let the last one out.
     time.sleep(FLUSH_SECONDS + 0.2)
     counts: dict[str, int] = {}
@@ -200,6 +202,8 @@ def error_answers(process: Process) -> dict[str, int]:
             try:
                 entry = json.loads(line)
             except ValueError:
+                continue
+            if entry.get("api") != "chat":
                 continue
             name = f"{entry.get('status')} {entry.get('error_code') or ''}".strip()
             counts[name] = counts.get(name, 0) + 1
