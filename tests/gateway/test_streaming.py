@@ -1,5 +1,6 @@
 """The OpenAI SSE framing of a stream: what the client receives, item by item (one item is
-one write), and what usage recording is told when the stream ends."""
+one write), and what usage recording is told when the stream ends. The upstream's lines come
+a network read at a time: ``upstream`` gives each line its own read unless told otherwise."""
 
 from __future__ import annotations
 
@@ -34,9 +35,10 @@ class LineDecoder(StreamDecoder):
         return []
 
 
-async def upstream(*lines: bytes) -> AsyncIterator[bytes]:
-    for line in lines:
-        yield line
+async def upstream(*reads: bytes | list[bytes]) -> AsyncIterator[list[bytes]]:
+    """One network read per argument: a line, or a list of lines that arrived together."""
+    for read in reads:
+        yield read if isinstance(read, list) else [read]
 
 
 def stream(include_usage: bool, finished: list[StreamOutcome]) -> ChunkStream:
@@ -53,7 +55,7 @@ def events_of(item: bytes) -> list[Any]:
     return ["[DONE]" if event == b"data: [DONE]" else json.loads(event[6:]) for event in events]
 
 
-async def test_each_upstream_line_is_one_write_and_the_last_carries_usage_and_done() -> None:
+async def test_each_network_read_is_one_write_and_the_last_carries_usage_and_done() -> None:
     finished: list[StreamOutcome] = []
     items = [
         item async for item in stream(True, finished).events(b"hi", upstream(b"", b"two", b"end"))
@@ -74,6 +76,23 @@ async def test_each_upstream_line_is_one_write_and_the_last_carries_usage_and_do
     assert all(event["id"] == "chatcmpl-1" for item in (first, second, third) for event in item)
     assert [outcome.usage for outcome in finished] == [USAGE]
     assert finished[0].error is None
+
+
+async def test_lines_that_arrived_together_leave_in_one_write() -> None:
+    finished: list[StreamOutcome] = []
+    chunk_stream = stream(True, finished)
+    items = [item async for item in chunk_stream.events(b"hi", upstream([b"two", b"x", b"end"]))]
+    assert len(items) == 3
+    together = events_of(items[1])
+    assert [event["choices"][0]["delta"].get("content") for event in together] == [
+        "a",
+        "b",
+        "x",
+        None,
+    ]
+    assert together[-1]["choices"][0]["finish_reason"] == "stop"
+    assert events_of(items[2])[-1] == "[DONE]"
+    assert [outcome.usage for outcome in finished] == [USAGE]
 
 
 async def test_without_usage_the_last_write_is_done_alone() -> None:
@@ -124,10 +143,10 @@ async def test_a_client_that_leaves_closes_the_upstream_and_usage_is_recorded() 
     finished: list[StreamOutcome] = []
     closed: list[bool] = []
 
-    async def endless() -> AsyncIterator[bytes]:
+    async def endless() -> AsyncIterator[list[bytes]]:
         try:
             while True:
-                yield b"more"
+                yield [b"more"]
         finally:
             closed.append(True)
 

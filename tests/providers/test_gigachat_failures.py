@@ -81,8 +81,9 @@ async def _exchange(
         provider.chat_reply(await transport.send(provider, request), TARGET)
         return
     decoder = provider.stream_decoder(TARGET)
-    async for line in transport.stream_lines(provider, request):
-        decoder.feed(line)
+    async for batch in transport.stream_line_batches(provider, request):
+        for line in batch:
+            decoder.feed(line)
     decoder.close()
 
 

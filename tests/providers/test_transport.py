@@ -86,6 +86,30 @@ class _Provider(Provider):
         return UpstreamError("refused", provider=self.name, status=502)
 
 
+async def test_lines_that_arrive_together_come_as_one_batch() -> None:
+    arrived = asyncio.Event()
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await response.write(b"data: 1\n\ndata: 2\n\ndata: 3\n\n")
+        await arrived.wait()  # the next line comes once the client has the first three
+        await response.write(b"data: 4\n\n")
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/stream", answer)
+    async with TestServer(app) as server, aiohttp.ClientSession() as session:
+        transport = UpstreamTransport(session)
+        request = UpstreamRequest("POST", str(server.make_url("/stream")), b"{}", {})
+        batches = []
+        async for batch in transport.stream_line_batches(_Provider(), request, Timeouts()):
+            batches.append(batch)
+            arrived.set()
+    assert batches == [[b"data: 1", b"data: 2", b"data: 3"], [b"data: 4"]]
+
+
 @pytest.mark.parametrize("first_byte", [None, 5.0])
 async def test_a_stream_yields_each_line_however_the_reads_cut_it(
     first_byte: float | None,
@@ -111,5 +135,6 @@ async def test_a_stream_yields_each_line_however_the_reads_cut_it(
             "POST", str(server.make_url("/stream")), b"{}", {"Accept": "text/event-stream"}
         )
         timeouts = Timeouts(first_byte=first_byte)
-        lines = [line async for line in transport.stream_lines(_Provider(), request, timeouts)]
+        batches = transport.stream_line_batches(_Provider(), request, timeouts)
+        lines = [line async for batch in batches for line in batch]
     assert lines == [b"data: 1", b"data: 2", b"data: 3", b"data: 4"]

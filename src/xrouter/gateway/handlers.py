@@ -231,7 +231,7 @@ class ChatStream:
 
     stream: ChunkStream
     first_line: bytes | list[StreamDelta] | None
-    lines: AsyncIterator[bytes] | None
+    lines: AsyncIterator[list[bytes]] | None
     request_id: str
     headers: dict[str, str]
 

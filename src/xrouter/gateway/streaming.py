@@ -78,17 +78,23 @@ class ChunkStream:
         self.outcome.transcript = transcript
 
     async def events(
-        self, first_line: bytes | list[StreamDelta] | None, lines: AsyncIterator[bytes] | None
+        self,
+        first_line: bytes | list[StreamDelta] | None,
+        lines: AsyncIterator[list[bytes]] | None,
     ) -> AsyncGenerator[bytes, None]:
         """The stream as SSE bytes, ending with ``[DONE]``: what ``chunks`` yields, framed, with
-        the events decoded from one upstream line joined so that they go out in one write."""
+        the events decoded from one network read's lines joined so that they go out in one
+        write, as they came in one."""
         try:
             yield sse_events(self._opening(first_line))
             if lines is not None:
                 feed = self._decoder.feed
-                async for line in lines:
-                    # Most SSE upstreams send a blank line after every event: no deltas.
-                    if (deltas := feed(line)) and (chunks := self._decode(deltas)):
+                async for batch in lines:
+                    if len(batch) == 1:  # an upstream that sends as it generates: one line
+                        chunks = self._decode(feed(batch[0]))
+                    else:
+                        chunks = self._decode([delta for line in batch for delta in feed(line)])
+                    if chunks:
                         yield sse_events(chunks)
             yield sse_events(self._closing(lines is not None)) + DONE
         except GatewayError as error:
@@ -99,13 +105,16 @@ class ChunkStream:
             await self._end(lines)
 
     async def chunks(
-        self, first_line: bytes | list[StreamDelta] | None, lines: AsyncIterator[bytes] | None
+        self,
+        first_line: bytes | list[StreamDelta] | None,
+        lines: AsyncIterator[list[bytes]] | None,
     ) -> AsyncGenerator[ChatCompletionChunk | GatewayError, None]:
         """The stream as chunk structs, for relaying or for translating to another API.
 
         ``first_line`` is the upstream's first line, or the deltas already decoded from its
         first lines (routing reads up to the first delta before it commits to a target);
-        ``lines`` is None when the upstream has ended and the decoder was closed already.
+        ``lines`` gives the rest a network read's lines at a time, and is None when the
+        upstream has ended and the decoder was closed already.
 
         A failure after the start ends the stream as a final ``GatewayError`` item; the outcome
         is reported to ``on_finish`` when the stream ends, however it ends.
@@ -114,9 +123,10 @@ class ChunkStream:
             for chunk in self._opening(first_line):
                 yield chunk
             if lines is not None:
-                async for line in lines:
-                    for chunk in self._decode(self._decoder.feed(line)):
-                        yield chunk
+                async for batch in lines:
+                    for line in batch:
+                        for chunk in self._decode(self._decoder.feed(line)):
+                            yield chunk
             for chunk in self._closing(lines is not None):
                 yield chunk
         except GatewayError as error:
@@ -143,7 +153,7 @@ class ChunkStream:
             chunks.append(self._chunk([], usage=self.outcome.usage))
         return chunks
 
-    async def _end(self, lines: AsyncIterator[bytes] | None) -> None:
+    async def _end(self, lines: AsyncIterator[list[bytes]] | None) -> None:
         # A client that left mid-stream: close the upstream now, not when collected.
         close = getattr(lines, "aclose", None)
         if close is not None:

@@ -91,16 +91,17 @@ class UpstreamTransport:
         finally:
             response.release()
 
-    async def stream_lines(
+    async def stream_line_batches(
         self,
         provider: Provider,
         request: UpstreamRequest,
         timeouts: Timeouts | None = None,
         first_byte_at: float | None = None,
-    ) -> AsyncGenerator[bytes, None]:
+    ) -> AsyncGenerator[list[bytes], None]:
         """Send a request and yield the lines of a 2xx streamed answer as they arrive, without
-        their line endings. Blank lines (the separators between server-sent events) are left
-        out: no decoder reads them."""
+        their line endings: the lines of one network read together, so that what arrived
+        together can leave together. Blank lines (the separators between server-sent events)
+        are left out: no decoder reads them; no batch is empty."""
         if first_byte_at is None:
             first_byte_at = _first_byte_deadline(timeouts)
         response = await self._exchange(provider, request, timeouts, first_byte_at)
@@ -113,15 +114,13 @@ class UpstreamTransport:
                 if first_byte_at is not None:
                     with loop_timer().deadline_at(first_byte_at):
                         lines = await _first_lines(content, splitter)
-                    for line in lines:
-                        if line:
-                            yield line
+                    if batch := [line for line in lines if line]:
+                        yield batch
                 while chunk := await content.readany():
-                    for line in splitter.feed(chunk):
-                        if line:
-                            yield line
+                    if batch := [line for line in splitter.feed(chunk) if line]:
+                        yield batch
                 if last := splitter.rest():
-                    yield last
+                    yield [last]
         finally:
             # A stream left half-read (client gone, fallback) does not go back to the pool:
             # release() closes a connection whose answer has not ended.

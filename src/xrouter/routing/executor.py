@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -83,11 +83,13 @@ class Served(Generic[T]):
 
 @dataclass(slots=True)
 class OpenedStream:
-    """A stream whose first deltas have arrived; ``lines`` is None once the upstream ended."""
+    """A stream whose first deltas have arrived (with the rest of the lines that came with
+    them); ``lines`` gives the next lines, a network read's at a time, and is None once the
+    upstream has ended."""
 
     decoder: StreamDecoder
     first: list[StreamDelta]
-    lines: AsyncIterator[bytes] | None
+    lines: AsyncIterator[list[bytes]] | None
 
 
 @dataclass(slots=True)
@@ -162,13 +164,20 @@ class RouteExecutor:
             provider, target = planned.provider, planned.target
             upstream = _upstream(plan, planned, chat)
             decoder = provider.stream_decoder(target)
-            lines = transport.stream_lines(provider, upstream, planned.timeouts, first_byte_at)
+            lines = transport.stream_line_batches(
+                provider, upstream, planned.timeouts, first_byte_at
+            )
             try:
                 first: list[StreamDelta] = []
-                async for line in lines:
-                    first.extend(decoder.feed(line))
-                    if first:
-                        return OpenedStream(decoder, first, lines)
+                async for batch in lines:
+                    for index, line in enumerate(batch):
+                        first.extend(decoder.feed(line))
+                        if first:
+                            # What came after the first delta is the stream's, not routing's:
+                            # a failure there is reported in the stream.
+                            rest = batch[index + 1 :]
+                            later = _after(rest, lines) if rest else lines
+                            return OpenedStream(decoder, first, later)
                 return OpenedStream(decoder, decoder.close(), None)
             except BaseException:
                 await lines.aclose()
@@ -344,6 +353,18 @@ def refused(requested: str, refusals: list[tuple[str, InvalidRequestError]]) -> 
         param=refusals[0][1].param if refusals else None,
         code="no_capable_target",
     )
+
+
+async def _after(
+    rest: list[bytes], lines: AsyncGenerator[list[bytes], None]
+) -> AsyncGenerator[list[bytes], None]:
+    """``rest`` (the lines that came with the first delta, after it), then ``lines``."""
+    try:
+        yield rest
+        async for batch in lines:
+            yield batch
+    finally:
+        await lines.aclose()
 
 
 def _upstream(plan: Plan, planned: PlannedTarget, chat: ChatCompletionRequest) -> UpstreamRequest:
