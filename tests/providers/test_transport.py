@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import pytest
@@ -98,15 +99,7 @@ async def test_lines_that_arrive_together_come_as_one_batch() -> None:
         await response.write_eof()
         return response
 
-    app = web.Application()
-    app.router.add_post("/stream", answer)
-    async with TestServer(app) as server, aiohttp.ClientSession() as session:
-        transport = UpstreamTransport(session)
-        request = UpstreamRequest("POST", str(server.make_url("/stream")), b"{}", {})
-        batches = []
-        async for batch in transport.stream_line_batches(_Provider(), request, Timeouts()):
-            batches.append(batch)
-            arrived.set()
+    batches = await _batches(answer, Timeouts(), on_batch=arrived.set)
     assert batches == [[b"data: 1", b"data: 2", b"data: 3"], [b"data: 4"]]
 
 
@@ -127,14 +120,26 @@ async def test_a_stream_yields_each_line_however_the_reads_cut_it(
         await response.write_eof()
         return response
 
+    timeouts = Timeouts(first_byte=first_byte)
+    batches = await _batches(answer, timeouts, {"Accept": "text/event-stream"})
+    lines = [line for batch in batches for line in batch]
+    assert lines == [b"data: 1", b"data: 2", b"data: 3", b"data: 4"]
+
+
+async def _batches(
+    answer: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    timeouts: Timeouts,
+    headers: dict[str, str] | None = None,
+    on_batch: Callable[[], object] = lambda: None,
+) -> list[list[bytes]]:
+    """The line batches the transport yields for the stream ``answer`` sends."""
     app = web.Application()
     app.router.add_post("/stream", answer)
     async with TestServer(app) as server, aiohttp.ClientSession() as session:
         transport = UpstreamTransport(session)
-        request = UpstreamRequest(
-            "POST", str(server.make_url("/stream")), b"{}", {"Accept": "text/event-stream"}
-        )
-        timeouts = Timeouts(first_byte=first_byte)
-        batches = transport.stream_line_batches(_Provider(), request, timeouts)
-        lines = [line async for batch in batches for line in batch]
-    assert lines == [b"data: 1", b"data: 2", b"data: 3", b"data: 4"]
+        request = UpstreamRequest("POST", str(server.make_url("/stream")), b"{}", headers or {})
+        batches = []
+        async for batch in transport.stream_line_batches(_Provider(), request, timeouts):
+            batches.append(batch)
+            on_batch()
+        return batches
