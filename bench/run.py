@@ -150,15 +150,16 @@ def closed_loop(
         "| CPU ms/req | failures |"
     )
     report.add("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, result in results.items():
+        result.failures = sum(run.failures for run in slices[name])  # every slice's
     direct = results[targets[0].name]
     for target in targets:
         result = results[target.name]
         cpu = f"{result.cpu_ms_per_request:.3f}" if result.cpu_ms_per_request else "-"
-        failures = sum(run.failures for run in slices[target.name])
         report.add(
             f"| {target.name} | {result.rps:,.0f} | {result.p50_ms:.2f} | {result.p90_ms:.2f} | "
             f"{result.p99_ms:.2f} | {result.p50_ms - direct.p50_ms:+.2f} | "
-            f"{result.p99_ms - direct.p99_ms:+.2f} | {cpu} | {failures} |"
+            f"{result.p99_ms - direct.p99_ms:+.2f} | {cpu} | {result.failures} |"
         )
     if rounds > 1:
         spreads = ", ".join(
@@ -166,8 +167,6 @@ def closed_loop(
             for name, runs in slices.items()
         )
         report.add(f"\nReq/s of the slices, lowest to highest: {spreads}.")
-    for name, result in results.items():
-        result.failures = sum(run.failures for run in slices[name])
     return results
 
 
@@ -254,14 +253,16 @@ def measure(
     capacity = 0.0
     rounds = 1 if smoke else ROUNDS
     for connections in (1, 4) if smoke else (1, 16, 64):
-        results = closed_loop(report, targets, connections, seconds, layout.load_cpu, False, rounds)
+        results = closed_loop(report, targets, connections, seconds, layout.load_cpu, rounds=rounds)
         failures += sum(result.failures for result in results.values())
         if connections == widest:
             report.add("")
             ratio_lines(report, results)
             capacity = results[XROUTER].rps
     streaming = 4 if smoke else 16
-    results = closed_loop(report, targets, streaming, seconds, layout.load_cpu, True, rounds)
+    results = closed_loop(
+        report, targets, streaming, seconds, layout.load_cpu, stream=True, rounds=rounds
+    )
     failures += sum(result.failures for result in results.values())
     report.add("")
     ratio_lines(report, results)

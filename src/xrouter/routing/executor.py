@@ -176,7 +176,7 @@ class RouteExecutor:
                             # What came after the first delta is the stream's, not routing's:
                             # a failure there is reported in the stream.
                             rest = batch[index + 1 :]
-                            later = _after(rest, lines) if rest else lines
+                            later = ResumedLines(rest, lines) if rest else lines
                             return OpenedStream(decoder, first, later)
                 return OpenedStream(decoder, decoder.close(), None)
             except BaseException:
@@ -355,16 +355,28 @@ def refused(requested: str, refusals: list[tuple[str, InvalidRequestError]]) -> 
     )
 
 
-async def _after(
-    rest: list[bytes], lines: AsyncGenerator[list[bytes], None]
-) -> AsyncGenerator[list[bytes], None]:
-    """``rest`` (the lines that came with the first delta, after it), then ``lines``."""
-    try:
-        yield rest
-        async for batch in lines:
-            yield batch
-    finally:
-        await lines.aclose()
+class ResumedLines:
+    """``rest`` (the lines that came with a stream's first delta, after it), then the batches
+    of ``lines``. Closing it closes ``lines`` even before anything was read (an async
+    generator closed before its start would not run its ``finally``)."""
+
+    __slots__ = ("_lines", "_rest")
+
+    def __init__(self, rest: list[bytes], lines: AsyncGenerator[list[bytes], None]) -> None:
+        self._rest: list[bytes] | None = rest
+        self._lines = lines
+
+    def __aiter__(self) -> ResumedLines:
+        return self
+
+    async def __anext__(self) -> list[bytes]:
+        rest, self._rest = self._rest, None
+        if rest is not None:
+            return rest
+        return await anext(self._lines)
+
+    async def aclose(self) -> None:
+        await self._lines.aclose()
 
 
 def _upstream(plan: Plan, planned: PlannedTarget, chat: ChatCompletionRequest) -> UpstreamRequest:
