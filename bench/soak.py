@@ -15,6 +15,7 @@ from processes import Process
 
 SAMPLE_SECONDS = 10.0
 _REQUESTS_SAMPLE = re.compile(r"^xrouter_requests_total\{[^}]*\} ([0-9.e+]+)$", re.MULTILINE)
+_USAGE_LAG_SAMPLE = re.compile(r"^xrouter_usage_flush_lag_seconds ([0-9.e+]+)$", re.MULTILINE)
 
 
 @dataclass
@@ -22,12 +23,23 @@ class Sample:
     seconds: float
     requests: int
     rss_mb: float
+    # Age of the oldest usage record not yet written: a writer that keeps up stays near its
+    # flush interval; one that falls behind holds ever more records in memory.
+    usage_lag_seconds: float
 
 
-def served_requests(gateway_url: str) -> int:
-    """Requests the gateway has answered so far, from its own metrics."""
-    text = httpx.get(f"{gateway_url}/metrics", timeout=10).text
-    return int(sum(float(value) for value in _REQUESTS_SAMPLE.findall(text)))
+def sample(gateway: Process, started: float) -> Sample:
+    """Requests the gateway has answered so far and its usage writer's lag, from its own
+    metrics, with its RSS."""
+    text = httpx.get(f"{gateway.url}/metrics", timeout=10).text
+    requests = int(sum(float(value) for value in _REQUESTS_SAMPLE.findall(text)))
+    lag = _USAGE_LAG_SAMPLE.search(text)
+    return Sample(
+        time.monotonic() - started,
+        requests,
+        gateway.rss_mb(),
+        float(lag.group(1)) if lag is not None else 0.0,
+    )
 
 
 def slope_mb_per_minute(samples: list[Sample]) -> float:
@@ -67,7 +79,7 @@ def soak(
     ]
     environment = {**os.environ, "BENCH_BODY": body.decode(), "BENCH_AUTHORIZATION": authorization}
     started = time.monotonic()
-    samples = [Sample(0.0, served_requests(gateway.url), gateway.rss_mb())]
+    samples = [sample(gateway, started)]
     with subprocess.Popen(
         command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     ) as load:
@@ -78,13 +90,9 @@ def soak(
                 break  # the load has ended: the last sample is taken below
             except subprocess.TimeoutExpired:
                 pass
-            samples.append(
-                Sample(time.monotonic() - started, served_requests(gateway.url), gateway.rss_mb())
-            )
+            samples.append(sample(gateway, started))
         output = load.communicate()[0]
-    samples.append(
-        Sample(time.monotonic() - started, served_requests(gateway.url), gateway.rss_mb())
-    )
+    samples.append(sample(gateway, started))
     if "BENCH_REQUESTS" not in output:
         raise RuntimeError(f"wrk failed during the soak: {output[-500:]}")
     return samples
@@ -95,12 +103,15 @@ def report_lines(samples: list[Sample], seconds: float) -> list[str]:
     lines = [
         f"\n### Memory soak, {seconds:g} s of closed-loop load, RSS every "
         f"{sample_interval(seconds):.3g} s\n",
-        "| elapsed s | requests served | RSS MiB |",
-        "|---:|---:|---:|",
+        "| elapsed s | requests served | RSS MiB | usage write lag s |",
+        "|---:|---:|---:|---:|",
     ]
     step = max(1, len(samples) // 30)
     shown = samples[::step] if samples[-1] in samples[::step] else [*samples[::step], samples[-1]]
-    lines += [f"| {s.seconds:.1f} | {s.requests:,} | {s.rss_mb:.1f} |" for s in shown]
+    lines += [
+        f"| {s.seconds:.1f} | {s.requests:,} | {s.rss_mb:.1f} | {s.usage_lag_seconds:.2f} |"
+        for s in shown
+    ]
     # The first fifth is warm-up (caches, pools, allocator arenas filling): the steady slope
     # is the one that tells a leak.
     steady = samples[len(samples) // 5 :] if len(samples) >= 5 else samples
@@ -116,4 +127,8 @@ def report_lines(samples: list[Sample], seconds: float) -> list[str]:
         else "RSS after 100k requests: not reached (soak too short)."
     )
     lines.append(f"RSS at the end: {samples[-1].rss_mb:.1f} MiB.")
+    lines.append(
+        "Usage writer lag (oldest record not yet written): at most "
+        f"{max(s.usage_lag_seconds for s in samples):.2f} s."
+    )
     return lines

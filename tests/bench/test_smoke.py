@@ -64,7 +64,7 @@ def test_bench_smoke_writes_every_table(tmp_path: Path, redis_url: str) -> None:
 
 
 @pytest.mark.usefixtures("wrk")
-def test_bench_soak_reports_rss_samples_and_slope(tmp_path: Path, redis_url: str) -> None:
+def test_bench_soak_reports_rss_samples_slope_and_usage_lag(tmp_path: Path, redis_url: str) -> None:
     output = tmp_path / "soak.md"
     run_bench(redis_url, "--soak", "3", "--output", str(output))
     table = output.read_text()
@@ -74,3 +74,4 @@ def test_bench_soak_reports_rss_samples_and_slope(tmp_path: Path, redis_url: str
     assert "RSS slope:" in table
     assert "MiB/min" in table
     assert "RSS after 100k requests: not reached" in table
+    assert "Usage writer lag (oldest record not yet written): at most" in table

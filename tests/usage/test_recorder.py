@@ -11,7 +11,9 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from xrouter.storage.models import UsageRecord
+from xrouter.usage import recorder as recorder_module
 from xrouter.usage.recorder import UsageEvent, UsageRecorder
+from xrouter.usage.statements import usage_statements
 
 
 def _event(n: int = 0, **overrides: Any) -> UsageEvent:
@@ -53,18 +55,23 @@ async def _eventually(condition: Callable[[], object], timeout: float = 5.0) -> 
             await asyncio.sleep(0.01)
 
 
-class StatementCounter:
-    """Counts INSERT statements sent to the database."""
+class TransactionCounter:
+    """Counts the commits and the usage-record INSERTs sent to the database."""
 
     def __init__(self, engine: AsyncEngine) -> None:
+        self.commits = 0
         self.inserts = 0
         self.texts: set[str] = set()
         event.listen(engine.sync_engine, "before_cursor_execute", self._seen)
+        event.listen(engine.sync_engine, "commit", self._committed)
 
     def _seen(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         if statement.lstrip().upper().startswith("INSERT INTO USAGE_RECORDS"):
             self.inserts += 1
             self.texts.add(statement)
+
+    def _committed(self, _conn: Any) -> None:
+        self.commits += 1
 
 
 @pytest.fixture
@@ -96,21 +103,44 @@ async def test_events_are_written_with_every_field(
     assert second.ttft_ms is None
 
 
-async def test_a_full_batch_is_written_at_once_in_inserts_of_few_shapes(
-    recorder: UsageRecorder, sessions: async_sessionmaker[AsyncSession], engine: AsyncEngine
+async def test_a_full_batch_is_written_at_once_in_inserts_of_one_shape(
+    sessions: async_sessionmaker[AsyncSession], engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    counter = StatementCounter(engine)
+    statements = usage_statements(engine.dialect.name)
+    monkeypatch.setattr(statements, "page_rows", 10)
+    counter = TransactionCounter(engine)
+    recorder = UsageRecorder(sessions, flush_seconds=60, batch_size=10)
     for n in range(25):  # flush_seconds is 60: only the batch size can wake the writer
         recorder.record(_event(n))
+    await recorder.start()
+    try:
+        await _eventually(lambda: not recorder.pending)
+    finally:
+        await recorder.close()
 
-    await _eventually(lambda: not recorder.pending)
-
-    # Once awake, the writer takes everything waiting, in batches of at most batch_size (10,
-    # 10, 5), each in one INSERT whose text is the same whatever the row count: the database's
-    # statement cache holds one prepared statement for them all.
+    # Once awake, the writer takes everything waiting in one transaction (more than the batch
+    # size: a writer behind catches up), in INSERTs of a page each (10, 10, 5) whose text is the
+    # same whatever the row count: the database's statement cache holds one for them all.
     assert await _count(sessions) == 25
+    assert counter.commits == 1
     assert counter.inserts == 3
     assert len(counter.texts) == 1
+
+
+async def test_a_batch_takes_at_most_its_limit(
+    sessions: async_sessionmaker[AsyncSession], engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(recorder_module, "MAX_BATCH_ROWS", 20)
+    counter = TransactionCounter(engine)
+    recorder = UsageRecorder(sessions, flush_seconds=60, batch_size=10)
+    for n in range(45):
+        recorder.record(_event(n))
+
+    assert await recorder.flush()
+    await recorder.close()
+
+    assert await _count(sessions) == 45
+    assert counter.commits == 3  # 20, 20, 5
 
 
 async def test_fewer_than_a_batch_wait_for_the_timer(recorder: UsageRecorder) -> None:

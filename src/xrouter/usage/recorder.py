@@ -2,11 +2,13 @@
 
 ``record`` only appends to an in-memory queue (pricing the request and counting its cost
 towards the key's monthly spend on the way). A background task writes the queue in batches,
-one INSERT each, together with the per-key rollups of exactly the rows that INSERT added. A
-batch leaves the queue only once its transaction has committed, so a failed write is retried
-rather than lost; every event gets its id when it is recorded and the INSERT skips ids already
-present, so a retry after an ambiguous failure (committed, but the acknowledgement was lost)
-never writes a row twice, nor counts it twice in the rollups.
+each in one transaction, together with the per-key rollups of exactly the rows its INSERTs
+added. A batch is everything waiting, up to ``MAX_BATCH_ROWS``: a write costs mostly per
+statement, so a writer that has fallen behind catches up with bigger batches. A batch leaves
+the queue only once its transaction has committed, so a failed write is retried rather than
+lost; every event gets its id when it is recorded and the INSERT skips ids already present, so
+a retry after an ambiguous failure (committed, but the acknowledgement was lost) never writes
+a row twice, nor counts it twice in the rollups.
 
 With a journal (usage/journal.py), ``record`` also appends the event to this process's journal
 segment before it returns, so an event survives the process being killed; the background task
@@ -48,6 +50,12 @@ USAGE_ID_PREFIX = "usage_"
 _INSTANCE_ID_LENGTH = 12
 MAX_RETRY_DELAY_SECONDS = 30.0
 CLOSING_RETRY_DELAY_SECONDS = 0.2
+# Rows one transaction takes at most (or the batch size, if larger). A statement costs far
+# more than a row: on SQLite each is a few hand-offs to the driver's thread, every one waiting
+# for the event loop's thread to let go of the GIL, ~40 ms a statement on a saturated core. At
+# the batch size alone (500 rows, ~6 statements) the writer kept up with no more than ~2,000
+# requests/s there, and the queue grew for as long as a heavier load lasted.
+MAX_BATCH_ROWS = 5_000
 DEFAULT_CLOSE_TIMEOUT_SECONDS = 10.0
 DEFAULT_ADOPT_SECONDS = 2.0
 _JOURNAL_ENCODER = msgspec.msgpack.Encoder()
@@ -203,7 +211,7 @@ class UsageRecorder:
         """Write every waiting event now; False if a write failed (the rest stay queued)."""
         async with self._flush_lock:  # two flushes at once would pop each other's batches
             while self._buffer:
-                count = min(len(self._buffer), self._batch_size)
+                count = min(len(self._buffer), max(self._batch_size, MAX_BATCH_ROWS))
                 if not await self._write_batch(list(islice(self._buffer, count))):
                     return False
                 # Only now, after the commit: until here a failure leaves the batch queued.
@@ -347,7 +355,7 @@ class UsageRecorder:
     def _write_in_transaction(self, connection: Connection, rows: list[dict[str, Any]]) -> None:
         statements = usage_statements(connection.dialect.name)
         added: list[dict[str, Any]] = []
-        for page in _pages(rows):
+        for page in _pages(rows, statements.page_rows):
             added += statements.insert_records(connection, page)
         # Only what this INSERT added: a retry after an ambiguous failure counts nothing twice.
         statements.upsert_rollups(connection, rollup_rows(added, self._calendar))
@@ -363,16 +371,10 @@ class UsageRecorder:
                 logger.exception("dropping a usage record the database refuses: %r", row)
 
 
-# Rows per INSERT. Preparing a page's parameters holds the event loop (about 2 µs a row on
-# PostgreSQL, 1 µs on SQLite): a page of 256 keeps that well under a millisecond, between
-# which the loop serves requests. Every page size shares one SQL text (see statements.py).
-PAGE_ROWS = 256
-
-
-def _pages(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
-    """``rows`` in slices of at most ``PAGE_ROWS``."""
-    for start in range(0, len(rows), PAGE_ROWS):
-        yield rows[start : start + PAGE_ROWS]
+def _pages(rows: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    """``rows`` in slices of at most ``size``."""
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
 
 
 def _journaled_row(payload: bytes) -> dict[str, Any] | None:
