@@ -78,6 +78,10 @@ class SharedTimeout:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = 0.0
 
+    def now(self) -> float:
+        """The loop's time, which deadlines are given in."""
+        return (self._bound_loop or asyncio.get_running_loop()).time()
+
     def deadline(self, seconds: float | None = None) -> Deadline:
         """A deadline for the current task, ``seconds`` (default: the timer's) from now: use
         it as ``with``."""

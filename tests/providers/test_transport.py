@@ -24,19 +24,29 @@ from xrouter.providers.base import (
 from xrouter.providers.transport import Timeouts, UpstreamTransport, _LineSplitter
 
 
-def test_a_client_timeout_is_built_once_whatever_the_first_byte_deadline() -> None:
-    # The executor gives every request its own first-byte budget; aiohttp never sees it.
-    first = Timeouts(connect=3.0, read=40.0, total=90.0, first_byte=1.25).client_timeout()
-    second = Timeouts(connect=3.0, read=40.0, total=90.0, first_byte=7.5).client_timeout()
+def test_aiohttp_sees_only_the_connect_timeout_built_once_per_value() -> None:
+    # The transport bounds the head, the body and the whole exchange itself; the executor gives
+    # every request its own first-byte budget, which aiohttp never sees either.
+    first = Timeouts(connect=3.0, read=40.0, total=90.0, first_byte=1.25).connect_timeout()
+    second = Timeouts(connect=3.0, read=41.0, total=95.0, first_byte=7.5).connect_timeout()
     assert first is second
-    assert (first.total, first.sock_connect, first.sock_read) == (90.0, 3.0, 40.0)
+    assert (first.total, first.connect, first.sock_connect, first.sock_read) == (
+        None,
+        None,
+        3.0,
+        None,
+    )
+    assert Timeouts(connect=4.0).connect_timeout().sock_connect == 4.0
 
 
-def test_timeouts_that_differ_for_aiohttp_get_their_own() -> None:
-    base = Timeouts(connect=3.0, read=40.0, total=90.0).client_timeout()
-    slower = Timeouts(connect=3.0, read=41.0, total=90.0).client_timeout()
-    assert slower is not base
-    assert slower.sock_read == 41.0
+def test_the_session_default_bounds_everything_and_reads_back() -> None:
+    timeouts = Timeouts(connect=3.0, read=40.0, total=90.0)
+    default = timeouts.client_timeout()
+    assert (default.total, default.sock_connect, default.sock_read) == (90.0, 3.0, 40.0)
+    assert Timeouts.of(default) == timeouts
+    unbounded = Timeouts.of(aiohttp.ClientTimeout(total=None, sock_connect=5.0))
+    assert unbounded.connect == 5.0
+    assert unbounded.read == unbounded.total >= 365 * 86400
 
 
 def test_lines_are_cut_across_reads_without_their_endings() -> None:
@@ -143,3 +153,80 @@ async def _batches(
             batches.append(batch)
             on_batch()
         return batches
+
+
+async def _sent(
+    answer: Callable[[web.Request], Awaitable[web.StreamResponse]], timeouts: Timeouts
+) -> bytes:
+    """The body the transport returns for the answer ``answer`` sends."""
+    app = web.Application()
+    app.router.add_post("/chat", answer)
+    async with TestServer(app) as server, aiohttp.ClientSession() as session:
+        transport = UpstreamTransport(session)
+        request = UpstreamRequest("POST", str(server.make_url("/chat")), b"{}", {})
+        return await transport.send(_Provider(), request, timeouts)
+
+
+def _trickle(
+    pieces: list[bytes], pause: float, status: int = 200
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """An answer whose head comes at once and whose body comes in ``pieces``, ``pause``
+    seconds apart."""
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=status)
+        await response.prepare(request)
+        for piece in pieces:
+            await asyncio.sleep(pause)
+            await response.write(piece)
+        await response.write_eof()
+        return response
+
+    return answer
+
+
+async def _timed_out(pending: Awaitable[object]) -> UpstreamError:
+    with pytest.raises(UpstreamError) as raised:
+        await pending
+    assert (raised.value.status, raised.value.code) == (504, "upstream_timeout")
+    return raised.value
+
+
+async def test_a_head_later_than_the_read_timeout_times_out() -> None:
+    async def answer(request: web.Request) -> web.Response:
+        await asyncio.sleep(1.0)
+        return web.Response(text="late")
+
+    await _timed_out(_sent(answer, Timeouts(read=0.2)))
+
+
+async def test_a_body_that_stalls_longer_than_the_read_timeout_times_out() -> None:
+    await _timed_out(_sent(_trickle([b'{"a":', b"1}"], pause=0.5), Timeouts(read=0.2)))
+
+
+async def test_a_body_that_keeps_coming_within_the_read_timeout_is_read_whole() -> None:
+    # Each wait is bounded, not the body: four pauses add up to more than the read timeout.
+    body = await _sent(_trickle([b"[1", b",2", b",3", b"]"], pause=0.1), Timeouts(read=0.3))
+    assert body == b"[1,2,3]"
+
+
+async def test_a_stream_that_keeps_coming_stops_at_the_total_timeout() -> None:
+    pieces = [f"data: {n}\n\n".encode() for n in range(40)]
+    started = asyncio.get_running_loop().time()
+    await _timed_out(_batches(_trickle(pieces, pause=0.05), Timeouts(read=0.3, total=0.5)))
+    assert asyncio.get_running_loop().time() - started < 1.5
+
+
+async def test_a_stream_silent_longer_than_the_read_timeout_times_out() -> None:
+    await _timed_out(_batches(_trickle([b"data: 1\n\n", b"data: 2\n\n"], 0.5), Timeouts(read=0.2)))
+
+
+async def test_a_stream_first_line_later_than_the_first_byte_deadline_times_out() -> None:
+    # The head comes at once; the first line is due by the first-byte deadline all the same.
+    await _timed_out(
+        _batches(_trickle([b"data: 1\n\n"], pause=0.5), Timeouts(read=5.0, first_byte=0.2))
+    )
+
+
+async def test_an_error_body_that_stalls_times_out() -> None:
+    await _timed_out(_sent(_trickle([b'{"error":', b"1}"], 0.5, status=500), Timeouts(read=0.2)))

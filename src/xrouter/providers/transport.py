@@ -2,6 +2,11 @@
 
 Transport failures become ``UpstreamError``s here, the same way for every provider, so a
 provider module only maps the error bodies its upstream sends.
+
+aiohttp only connects within its timeout here. The wait for the answer's head, each wait for
+more of its body and the whole exchange are bounded by deadlines on the loop's shared timer
+(``deadlines.py``), and only where a wait happens: aiohttp's read and total timeouts arm and
+cancel an event-loop timer per response and again per network read, a few per request.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import aiohttp
 from aiohttp.http_exceptions import LineTooLong
 from multidict import CIMultiDict
 
-from xrouter.deadlines import loop_timer
+from xrouter.deadlines import SharedTimeout, loop_timer
 from xrouter.errors import GatewayError, UpstreamError
 from xrouter.providers.base import Provider, UpstreamRequest
 
@@ -43,14 +48,35 @@ class Timeouts:
         return self.read if self.first_byte is None else self.first_byte
 
     def client_timeout(self) -> aiohttp.ClientTimeout:
-        """aiohttp's timeout for these numbers, built once for each distinct (total, connect,
-        read): ``first_byte``, which differs per request, is not aiohttp's."""
-        return _client_timeout(self.total, self.connect, self.read)
+        """aiohttp's timeout for all of these numbers but ``first_byte`` (the session's default,
+        for the calls that leave the timing to aiohttp, such as token exchanges)."""
+        return aiohttp.ClientTimeout(
+            total=self.total, sock_connect=self.connect, sock_read=self.read
+        )
+
+    def connect_timeout(self) -> aiohttp.ClientTimeout:
+        """aiohttp's part of a proxied request's timeouts: connecting, built once per distinct
+        value. The transport bounds the rest itself."""
+        return _connect_timeout(self.connect)
+
+    @classmethod
+    def of(cls, timeout: aiohttp.ClientTimeout) -> Timeouts:
+        """The timeouts an aiohttp session's default stands for (None: unbounded)."""
+        default = cls()
+        return cls(
+            connect=timeout.sock_connect or timeout.connect or default.connect,
+            read=timeout.sock_read or _UNBOUNDED,
+            total=timeout.total or _UNBOUNDED,
+        )
+
+
+# "No timeout" as a deadline the loop's timer can hold: a year.
+_UNBOUNDED = 365 * 86400.0
 
 
 @functools.lru_cache(maxsize=64)  # a handful per deployment (routes, targets)
-def _client_timeout(total: float, connect: float, read: float) -> aiohttp.ClientTimeout:
-    return aiohttp.ClientTimeout(total=total, sock_connect=connect, sock_read=read)
+def _connect_timeout(connect: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=None)
 
 
 def create_session(timeouts: Timeouts, max_connections: int) -> aiohttp.ClientSession:
@@ -70,6 +96,8 @@ def create_session(timeouts: Timeouts, max_connections: int) -> aiohttp.ClientSe
 class UpstreamTransport:
     def __init__(self, session: aiohttp.ClientSession) -> None:
         self._session = session
+        # For requests sent without timeouts of their own.
+        self._timeouts = Timeouts.of(session.timeout)
         # Each provider's TLS option: fixed for its lifetime, asked for on every request.
         self._ssl: dict[Provider, ssl.SSLContext | bool] = {}
 
@@ -84,12 +112,12 @@ class UpstreamTransport:
 
         ``timeouts`` replace the session's for this request (a route's or target's own);
         ``first_byte_at`` (loop time) replaces the deadline their ``first_byte`` sets."""
-        response = await self._exchange(provider, request, timeouts, first_byte_at)
+        exchange = await self._exchange(provider, request, timeouts, first_byte_at)
         try:
             with _TransportFailures(provider.name):
-                return await _read_limited(response, MAX_RESPONSE_BYTES, provider)
+                return await _read_limited(exchange, MAX_RESPONSE_BYTES, provider)
         finally:
-            response.release()
+            exchange.response.release()
 
     async def stream_line_batches(
         self,
@@ -102,21 +130,18 @@ class UpstreamTransport:
         their line endings: the lines of one network read together, so that what arrived
         together can leave together. Blank lines (the separators between server-sent events)
         are left out: no decoder reads them; no batch is empty."""
-        if first_byte_at is None:
-            first_byte_at = _first_byte_deadline(timeouts)
-        response = await self._exchange(provider, request, timeouts, first_byte_at)
+        exchange = await self._exchange(provider, request, timeouts, first_byte_at)
+        response = exchange.response
         try:
             with _TransportFailures(provider.name):
-                content = response.content
                 # Lines are split here from whatever has arrived, one wait for all the lines of
                 # a network read instead of one per line; as long a line as aiohttp allows.
-                splitter = _LineSplitter(content.get_read_buffer_limits()[1])
-                if first_byte_at is not None:
-                    with loop_timer().deadline_at(first_byte_at):
-                        lines = await _first_lines(content, splitter)
-                    if batch := [line for line in lines if line]:
-                        yield batch
-                while chunk := await content.readany():
+                splitter = _LineSplitter(response.content.get_read_buffer_limits()[1])
+                # The first line is due by the first-byte deadline, like the head.
+                lines = await _first_lines(exchange, splitter)
+                if batch := [line for line in lines if line]:
+                    yield batch
+                while chunk := await exchange.next_chunk():
                     if batch := [line for line in splitter.feed(chunk) if line]:
                         yield batch
                 if last := splitter.rest():
@@ -132,17 +157,24 @@ class UpstreamTransport:
         request: UpstreamRequest,
         timeouts: Timeouts | None,
         first_byte_at: float | None,
-    ) -> aiohttp.ClientResponse:
+    ) -> _Exchange:
         """The open 2xx response to ``request``, for the caller to release. A refused
         credential is renewed and tried once more; failures below HTTP become
         ``UpstreamError``s."""
         session = self._session
         if timeouts is None:
-            timeout = session.timeout
-        else:
-            timeout = timeouts.client_timeout()
-            if first_byte_at is None:
-                first_byte_at = _first_byte_deadline(timeouts)
+            timeouts = self._timeouts
+        timer = loop_timer()
+        now = timer.now()
+        ends_at = now + timeouts.total
+        if first_byte_at is None and timeouts.first_byte is not None:
+            first_byte_at = now + timeouts.first_byte
+        exchange = _Exchange(timer, timeouts.read, ends_at, first_byte_at)
+        # The head is due within the read timeout, or by the first-byte deadline if sooner.
+        head_at = min(now + timeouts.read, ends_at)
+        if first_byte_at is not None:
+            head_at = min(head_at, first_byte_at)
+        timeout = timeouts.connect_timeout()
         ssl_option = self._ssl.get(provider)
         if ssl_option is None:
             ssl_option = self._ssl[provider] = _ssl_option(provider)
@@ -159,22 +191,54 @@ class UpstreamTransport:
                     ssl=ssl_option,
                     timeout=timeout,
                 )
-                if first_byte_at is None:
+                # The first-byte clock covers sending and the wait for the response head.
+                with timer.deadline_at(head_at):
                     response = await sending
-                else:
-                    # The first-byte clock covers sending and the wait for the response head.
-                    with loop_timer().deadline_at(first_byte_at):
-                        response = await sending
+                exchange.response = response
                 if response.status < 300:
-                    return response
+                    return exchange
                 try:
                     if attempt == 1 and response.status in provider.reauthenticate_on:
                         await provider.invalidate_credentials()
                         continue
-                    raise await _error_from(provider, response)
+                    raise await _error_from(provider, exchange)
                 finally:
                     response.release()
         raise AssertionError("unreachable: the second attempt returns or raises")
+
+
+class _Exchange:
+    """One request's response and its deadlines: ``read`` seconds for each wait for more of
+    the body, the whole exchange by ``ends_at``, the first byte (for a stream, its first line)
+    by ``first_byte_at`` (loop time; None: only the read timeout)."""
+
+    __slots__ = ("ends_at", "first_byte_at", "read", "response", "timer")
+
+    def __init__(
+        self, timer: SharedTimeout, read: float, ends_at: float, first_byte_at: float | None
+    ) -> None:
+        self.timer = timer
+        self.read = read
+        self.ends_at = ends_at
+        self.first_byte_at = first_byte_at
+        self.response: aiohttp.ClientResponse = None  # type: ignore[assignment]  # set once sent
+
+    async def next_chunk(self, not_after: float | None = None) -> bytes:
+        """What has arrived of the body since the last call, waiting for it if nothing has:
+        for the read timeout at most, and not after ``not_after``; b"" at its end."""
+        content = self.response.content
+        chunk = content.read_nowait()
+        if chunk or content.at_eof():
+            return chunk  # no wait, no deadline: a small answer arrives with its head
+        deadline = self.read_deadline()
+        if not_after is not None and not_after < deadline:
+            deadline = not_after
+        with self.timer.deadline_at(deadline):
+            return await content.readany()
+
+    def read_deadline(self) -> float:
+        """When a wait for the body starting now times out."""
+        return min(self.timer.now() + self.read, self.ends_at)
 
 
 class _TransportFailures:
@@ -227,18 +291,13 @@ class _LineSplitter:
         return self._pending.rstrip(b"\r")
 
 
-async def _first_lines(content: aiohttp.StreamReader, splitter: _LineSplitter) -> list[bytes]:
-    """Reads until at least one whole line has arrived (none: the stream ended first)."""
-    while chunk := await content.readany():
+async def _first_lines(exchange: _Exchange, splitter: _LineSplitter) -> list[bytes]:
+    """Reads until at least one whole line has arrived (none: the stream ended first), by the
+    exchange's first-byte deadline."""
+    while chunk := await exchange.next_chunk(exchange.first_byte_at):
         if lines := splitter.feed(chunk):
             return lines
     return []
-
-
-def _first_byte_deadline(timeouts: Timeouts | None) -> float | None:
-    if timeouts is None or timeouts.first_byte is None:
-        return None
-    return asyncio.get_running_loop().time() + timeouts.first_byte
 
 
 def _ssl_option(provider: Provider) -> ssl.SSLContext | bool:
@@ -249,7 +308,8 @@ def _ssl_option(provider: Provider) -> ssl.SSLContext | bool:
     return context
 
 
-async def _read_limited(response: aiohttp.ClientResponse, limit: int, provider: Provider) -> bytes:
+async def _read_limited(exchange: _Exchange, limit: int, provider: Provider) -> bytes:
+    response = exchange.response
     if response.content_length is not None and response.content_length > limit:
         raise UpstreamError(
             f"{provider.name} sent a response larger than {limit} bytes.",
@@ -258,9 +318,8 @@ async def _read_limited(response: aiohttp.ClientResponse, limit: int, provider: 
         )
     chunks: list[bytes] = []
     size = 0
-    content = response.content
     # Whatever has arrived at each wait: a small answer is read in one call.
-    while chunk := await content.readany():
+    while chunk := await exchange.next_chunk():
         size += len(chunk)
         if size > limit:
             raise UpstreamError(
@@ -272,8 +331,10 @@ async def _read_limited(response: aiohttp.ClientResponse, limit: int, provider: 
     return b"".join(chunks)
 
 
-async def _error_from(provider: Provider, response: aiohttp.ClientResponse) -> UpstreamError:
-    body = await response.content.read(MAX_ERROR_BODY_BYTES)
+async def _error_from(provider: Provider, exchange: _Exchange) -> UpstreamError:
+    response = exchange.response
+    with exchange.timer.deadline_at(exchange.read_deadline()):
+        body = await response.content.read(MAX_ERROR_BODY_BYTES)
     return provider.error(
         response.status, body, parse_retry_after(response.headers.get("retry-after"))
     )
