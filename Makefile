@@ -32,7 +32,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # The benchmark: gateway vs a direct-to-emulator baseline and a bare aiohttp proxy, one run.
-# `make bench SOAK=600`: the memory soak instead; `make bench PEERS=litellm`: add LiteLLM.
+# `make bench SOAK=600`: the memory soak instead; `make bench PEERS=litellm,portkey`: add peers.
 bench: $(STAMP)
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python bench/run.py $(if $(SOAK),--soak $(SOAK)) $(if $(PEERS),--peers $(PEERS))

@@ -29,12 +29,20 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).parent))
 
 from processes import cores, free_port, python_module, start
-from targets import CHAT, ROUTE, Target, create_key, gateway_environment, start_emulator
+from targets import (
+    CHAT,
+    ROUTE,
+    Target,
+    bearer,
+    create_key,
+    gateway_environment,
+    start_emulator,
+)
 
 
 async def send(target: Target, stream: bool, count: int, concurrency: int = 8) -> None:
     """``count`` requests, ``concurrency`` at a time; each must succeed."""
-    headers = {"Authorization": target.authorization, "Content-Type": "application/json"}
+    headers = {**target.headers, "Content-Type": "application/json"}
     body = target.body(stream)
     slots = asyncio.Semaphore(concurrency)
     async with aiohttp.ClientSession() as session:
@@ -117,7 +125,7 @@ def main() -> int:
         )
         try:
             key = create_key(environment, workdir, gateway.url)
-            target = Target("xrouter", gateway, f"{gateway.url}{CHAT}", f"Bearer {key}", ROUTE)
+            target = Target("xrouter", gateway, f"{gateway.url}{CHAT}", bearer(key), ROUTE)
             asyncio.run(send(target, False, 200))
             asyncio.run(send(target, True, 100))
             pid = gateway.popen.pid

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,12 @@ class LoadResult:
 
 
 def wrk(
-    url: str, body: bytes, authorization: str, connections: int, seconds: float, cpu: str | None
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    connections: int,
+    seconds: float,
+    cpu: str | None,
 ) -> LoadResult:
     """Closed loop: ``connections`` clients each send the next request when one returns."""
     prefix = ["taskset", "-c", cpu] if cpu is not None else []
@@ -49,7 +55,7 @@ def wrk(
         str(WRK_SCRIPT),
         url,
     ]
-    environment = {**os.environ, "BENCH_BODY": body.decode(), "BENCH_AUTHORIZATION": authorization}
+    environment = {**os.environ, **wrk_environment(body, headers)}
     output = subprocess.run(
         command, env=environment, capture_output=True, text=True, check=True, timeout=seconds + 60
     ).stdout
@@ -68,13 +74,19 @@ def wrk(
     )
 
 
+def wrk_environment(body: bytes, headers: Mapping[str, str]) -> dict[str, str]:
+    """What ``wrk_post.lua`` reads: the body, and the headers as ``Name: value`` lines."""
+    lines = "\n".join(f"{name}: {value}" for name, value in headers.items())
+    return {"BENCH_BODY": body.decode(), "BENCH_HEADERS": lines}
+
+
 def warm_up(
-    url: str, bodies: list[bytes], authorization: str, cpu: str | None, seconds: float = 1.0
+    url: str, bodies: list[bytes], headers: Mapping[str, str], cpu: str | None, seconds: float = 1.0
 ) -> None:
     """A short closed loop with each body before anything is measured: upstream connections,
     access tokens and caches are in place, and every worker process has had requests."""
     for body in bodies:
-        wrk(url, body, authorization, 8, seconds, cpu)
+        wrk(url, body, headers, 8, seconds, cpu)
 
 
 def percentile(samples: list[float], fraction: float) -> float:
@@ -84,9 +96,11 @@ def percentile(samples: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-async def first_byte_ms(url: str, body: bytes, authorization: str, count: int) -> list[float]:
+async def first_byte_ms(
+    url: str, body: bytes, headers: Mapping[str, str], count: int
+) -> list[float]:
     """Time to the first streamed content event, one request at a time."""
-    headers = {"Authorization": authorization, "Content-Type": "application/json"}
+    headers = {**headers, "Content-Type": "application/json"}
     samples: list[float] = []
     async with aiohttp.ClientSession() as session:
         for _ in range(count):
@@ -103,11 +117,11 @@ async def first_byte_ms(url: str, body: bytes, authorization: str, count: int) -
 
 
 async def open_loop(
-    url: str, body: bytes, authorization: str, rate: float, seconds: float
+    url: str, body: bytes, headers: Mapping[str, str], rate: float, seconds: float
 ) -> LoadResult:
     """Fixed rate: request i starts at t0 + i/rate whatever happened before, and its latency
     counts from that planned start (no coordinated omission)."""
-    headers = {"Authorization": authorization, "Content-Type": "application/json"}
+    headers = {**headers, "Content-Type": "application/json"}
     total = int(rate * seconds)
     latencies: list[float] = []
     failures = 0

@@ -11,6 +11,7 @@ direct baseline of the same run; absolute numbers depend on the machine.
     python bench/run.py --smoke          # seconds: checks the harness works, not the numbers
     python bench/run.py --soak 600       # memory soak: RSS every 10 s under load, and its slope
     python bench/run.py --peers litellm  # add LiteLLM's proxy (pip install -e '.[bench-peers]')
+    python bench/run.py --peers portkey  # add Portkey's gateway (installed with npm if need be)
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from load import LoadResult, first_byte_ms, open_loop, percentile, warm_up, wrk
-from peers import SKIPPED, litellm_available, start_litellm
+from peers import SKIPPED, litellm_available, portkey_installed, start_litellm, start_portkey
 from processes import Process, cores
 from soak import report_lines, soak
 from targets import (
@@ -51,6 +52,7 @@ RESULTS = Path(__file__).with_name("results")
 XROUTER = "xrouter"
 XROUTER_MEMORY = "xrouter, limits in memory"
 PASSTHROUGH = "bare aiohttp passthrough"
+PEERS = ("litellm", "portkey")
 # Closed-loop runs are split into this many slices, the targets taking them in turns.
 ROUNDS = 3
 
@@ -131,6 +133,8 @@ def closed_loop(
     run (a shared VM) slows every target alike instead of the ones measured last. A target's
     row is its median slice by throughput."""
     kind = "stream" if stream else "json"
+    left_out = [target.name for target in targets if stream and not target.streams]
+    targets = [target for target in targets if target.name not in left_out]
     slice_seconds = max(1.0, round(seconds / rounds))
     slices: dict[str, list[LoadResult]] = {target.name: [] for target in targets}
     for _ in range(rounds):
@@ -167,6 +171,8 @@ def closed_loop(
             for name, runs in slices.items()
         )
         report.add(f"\nReq/s of the slices, lowest to highest: {spreads}.")
+    if left_out:
+        report.add(f"Not run (cannot relay streams here): {', '.join(left_out)}.")
     return results
 
 
@@ -175,9 +181,7 @@ def one_slice(
 ) -> LoadResult:
     """One closed-loop run, with the CPU the target used per request."""
     cpu_before = target.process.cpu_seconds() if target.process else 0.0
-    result = wrk(
-        target.url, target.body(stream), target.authorization, connections, seconds, load_cpu
-    )
+    result = wrk(target.url, target.body(stream), target.headers, connections, seconds, load_cpu)
     if target.process and result.requests:
         cpu = target.process.cpu_seconds() - cpu_before
         result.cpu_ms_per_request = cpu * 1000 / result.requests
@@ -195,9 +199,7 @@ def first_byte(report: Report, targets: list[Target], count: int) -> None:
     report.add("|---|---:|---:|---:|---:|")
     baseline: list[float] = []
     for target in targets:
-        samples = asyncio.run(
-            first_byte_ms(target.url, target.body(True), target.authorization, count)
-        )
+        samples = asyncio.run(first_byte_ms(target.url, target.body(True), target.headers, count))
         baseline = baseline or samples
         report.add(
             f"| {target.name} | {percentile(samples, 0.5):.2f} | {percentile(samples, 0.99):.2f} | "
@@ -213,9 +215,7 @@ def fixed_rate(report: Report, targets: list[Target], rate: float, seconds: floa
     baseline: LoadResult | None = None
     failures = 0
     for target in targets:
-        result = asyncio.run(
-            open_loop(target.url, target.body(), target.authorization, rate, seconds)
-        )
+        result = asyncio.run(open_loop(target.url, target.body(), target.headers, rate, seconds))
         baseline = baseline or result
         report.add(
             f"| {target.name} | {result.rps:,.0f} | {result.p50_ms:.2f} | {result.p90_ms:.2f} | "
@@ -239,9 +239,10 @@ def ratio_lines(report: Report, results: dict[str, LoadResult]) -> None:
                 "passthrough's)"
             )
         report.add(line)
-    if "litellm" in results and results["litellm"].rps:
-        ratio = results[XROUTER].rps / results["litellm"].rps
-        report.add(f"- xrouter serves {ratio:.1f}x the requests per second of litellm")
+    for peer in PEERS:
+        if peer in results and results[peer].rps:
+            ratio = results[XROUTER].rps / results[peer].rps
+            report.add(f"- xrouter serves {ratio:.1f}x the requests per second of {peer}")
 
 
 def measure(
@@ -269,7 +270,11 @@ def measure(
     named = {target.name: target for target in targets}
     first_byte(
         report,
-        [named[name] for name in ("direct (emulator)", XROUTER, "litellm") if name in named],
+        [
+            named[name]
+            for name in ("direct (emulator)", XROUTER, *PEERS)
+            if name in named and named[name].streams
+        ],
         20 if smoke else 300,
     )
     # Open loop: fixed rates, and a quarter of the measured capacity (where the added p99 is
@@ -306,12 +311,12 @@ def workers_row(
     )
     assert target.process is not None
     try:
-        warm_up(target.url, [target.body()], target.authorization, layout.load_cpu, 2.0)
+        warm_up(target.url, [target.body()], target.headers, layout.load_cpu, 2.0)
         gateway_before = target.process.cpu_seconds()
         emulator_before = emulator.cpu_seconds()
         wrk_before = children_cpu_seconds()
         result = wrk(
-            target.url, target.body(), target.authorization, connections, seconds, layout.load_cpu
+            target.url, target.body(), target.headers, connections, seconds, layout.load_cpu
         )
         gateway_cpu = target.process.cpu_seconds() - gateway_before
         emulator_cpu = emulator.cpu_seconds() - emulator_before
@@ -387,11 +392,21 @@ def run_all(args: argparse.Namespace, report: Report, layout: Layout, workdir: P
                 targets.append(peer)
             else:
                 report.add(f"\nLiteLLM: {SKIPPED}.")
+        if "portkey" in args.peers:
+            why_not = portkey_installed()
+            if why_not is None:
+                token = emulator_token(emulator.url)
+                peer = start_portkey(emulator.url, token, MODEL, workdir, layout.server_cpu)
+                assert peer.process is not None
+                stack.callback(peer.process.stop)
+                targets.append(peer)
+            else:
+                report.add(f"\nPortkey: {why_not}.")
         for target in targets:
             warm_up(
                 target.url,
-                [target.body(), target.body(True)],
-                target.authorization,
+                [target.body(), target.body(True)] if target.streams else [target.body()],
+                target.headers,
                 layout.load_cpu,
             )
         failures = measure(report, targets, args.smoke, seconds, layout)
@@ -419,7 +434,7 @@ def run_all(args: argparse.Namespace, report: Report, layout: Layout, workdir: P
             one_worker = wrk(
                 gateway.url,
                 gateway.body(),
-                gateway.authorization,
+                gateway.headers,
                 4 if args.smoke else 64,
                 seconds,
                 layout.load_cpu,
@@ -452,7 +467,7 @@ def run_soak(args: argparse.Namespace, report: Report, layout: Layout, workdir: 
             target.process,
             target.url,
             target.body(),
-            target.authorization,
+            target.headers,
             args.soak,
             16,
             layout.load_cpu,
@@ -475,13 +490,15 @@ def main() -> int:
     parser.add_argument(
         "--soak", type=float, default=0.0, help="run the memory soak instead, this many seconds"
     )
-    parser.add_argument("--peers", default="", help="comma-separated peers to compare: litellm")
+    parser.add_argument(
+        "--peers", default="", help=f"comma-separated peers to compare: {', '.join(PEERS)}"
+    )
     parser.add_argument("--output", type=Path, help="markdown file for the results")
     args = parser.parse_args()
     args.peers = {peer.strip() for peer in args.peers.split(",") if peer.strip()}
-    unknown = args.peers - {"litellm"}
+    unknown = args.peers - set(PEERS)
     if unknown:
-        parser.error(f"unknown peers: {', '.join(sorted(unknown))} (known: litellm)")
+        parser.error(f"unknown peers: {', '.join(sorted(unknown))} (known: {', '.join(PEERS)})")
     layout = Layout.detect()
     if layout.load_cpu is not None:
         # This script's own clients (time to first byte, open loop) are load generators too.

@@ -7,10 +7,11 @@ import os
 import re
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import httpx
-from load import WRK_SCRIPT
+from load import WRK_SCRIPT, wrk_environment
 from processes import Process
 
 SAMPLE_SECONDS = 10.0
@@ -63,7 +64,7 @@ def soak(
     gateway: Process,
     url: str,
     body: bytes,
-    authorization: str,
+    headers: Mapping[str, str],
     seconds: float,
     connections: int,
     load_cpu: str | None,
@@ -77,7 +78,7 @@ def soak(
         *("wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s"),
         *("--timeout", "10s", "-s", str(WRK_SCRIPT), url),
     ]
-    environment = {**os.environ, "BENCH_BODY": body.decode(), "BENCH_AUTHORIZATION": authorization}
+    environment = {**os.environ, **wrk_environment(body, headers)}
     started = time.monotonic()
     samples = [sample(gateway, started)]
     with subprocess.Popen(

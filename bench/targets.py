@@ -40,13 +40,20 @@ class Target:
     name: str
     process: Process | None
     url: str
-    authorization: str
+    # The request's headers but Content-Type: its credentials, and what a peer needs besides.
+    headers: dict[str, str]
     model: str
+    # False: it cannot relay streamed answers, and takes only the non-streamed load.
+    streams: bool = True
 
     def body(self, stream: bool = False) -> bytes:
         return json.dumps(
             {"model": self.model, "messages": MESSAGES, "stream": stream}, ensure_ascii=False
         ).encode()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 def start_emulator(workdir: Path, cpu: str | None) -> Process:
@@ -76,7 +83,7 @@ def emulator_token(url: str) -> str:
 
 def direct_target(emulator: Process) -> Target:
     token = emulator_token(emulator.url)
-    return Target("direct (emulator)", None, f"{emulator.url}/api{CHAT}", f"Bearer {token}", MODEL)
+    return Target("direct (emulator)", None, f"{emulator.url}/api{CHAT}", bearer(token), MODEL)
 
 
 def passthrough_target(emulator: Process, workdir: Path, cpu: str | None) -> Target:
@@ -94,7 +101,7 @@ def passthrough_target(emulator: Process, workdir: Path, cpu: str | None) -> Tar
         ready_path="/",
         log=workdir / "passthrough.log",
     )
-    return Target("bare aiohttp passthrough", process, f"{process.url}{CHAT}", "", MODEL)
+    return Target("bare aiohttp passthrough", process, f"{process.url}{CHAT}", {}, MODEL)
 
 
 def gateway_environment(
@@ -175,7 +182,7 @@ def gateway_target(
     except BaseException:
         process.stop()
         raise
-    return Target(name, process, f"{process.url}{CHAT}", f"Bearer {key}", ROUTE)
+    return Target(name, process, f"{process.url}{CHAT}", bearer(key), ROUTE)
 
 
 def limit_checks(gateway_url: str) -> tuple[dict[str, int], dict[str, int]]:

@@ -1,10 +1,9 @@
--- POST the body in $BENCH_BODY with the Authorization header in $BENCH_AUTHORIZATION.
+-- POST the body in $BENCH_BODY with the headers in $BENCH_HEADERS ("Name: value" lines).
 wrk.method = "POST"
 wrk.body = os.getenv("BENCH_BODY")
 wrk.headers["Content-Type"] = "application/json"
-local authorization = os.getenv("BENCH_AUTHORIZATION")
-if authorization and authorization ~= "" then
-  wrk.headers["Authorization"] = authorization
+for name, value in string.gmatch(os.getenv("BENCH_HEADERS") or "", "([^:\n]+): ([^\n]*)") do
+  wrk.headers[name] = value
 end
 
 -- summary.errors.status counts non-2xx/3xx answers, so a failing target cannot pass for a fast one.
