@@ -10,7 +10,7 @@ import prometheus_client
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest, multiprocess, values
 
-from xrouter.observability.loop_metrics import Counter, Gauge, Histogram, PlainValue
+from xrouter.observability.loop_metrics import Counter, Gauge, Histogram, PlainValue, flush_shared
 
 BUCKETS = (0.001, 0.01, 0.1, 1.0)
 # Observations below, on and between the bounds, past the last one, negative, and NaN.
@@ -132,10 +132,21 @@ def test_with_several_workers_the_values_live_in_the_shared_files(
         seconds.observe(0.5)
         shared = CollectorRegistry()
         multiprocess.MultiProcessCollector(shared, str(tmp_path))  # type: ignore[no-untyped-call]
+        # The updates wait in the worker until flushed: none has reached the files yet.
+        assert shared.get_sample_value("demo_requests_total", {"status": "200"}) == 0
+        assert requests.labels("200")._value.get() == 3  # the worker's own view is whole
+        flush_shared()
         assert shared.get_sample_value("demo_requests_total", {"status": "200"}) == 3
         assert shared.get_sample_value("demo_seconds_bucket", {"le": "0.1"}) == 1
         assert shared.get_sample_value("demo_seconds_bucket", {"le": "1.0"}) == 2
         assert shared.get_sample_value("demo_seconds_sum", {}) == pytest.approx(0.55)
         assert shared.get_sample_value("demo_streams", {}) == 1
+        # Each flush writes only what came after the last one; a set is written at once.
+        requests.labels("200").inc()
+        streams.set(7)
+        assert shared.get_sample_value("demo_streams", {}) == 7
+        flush_shared()
+        flush_shared()
+        assert shared.get_sample_value("demo_requests_total", {"status": "200"}) == 4
     finally:
         values.close_all_multiprocess_files()  # type: ignore[no-untyped-call]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import httpx
 from prometheus_client.mmap_dict import MmapedDict
 
 from tests.gateway_processes import GatewayProcess, environment
+from xrouter.observability.multiprocess import SAMPLE_SECONDS
 
 REQUESTS = 40
 MAX_REQUESTS = 2_000
@@ -33,6 +35,12 @@ def per_worker(shared: Path) -> dict[str, float]:
     return counts
 
 
+def refused(url: str) -> float | None:
+    """The refused chat requests ``/metrics`` at ``url`` reports."""
+    match = REFUSED.search(httpx.get(f"{url}/metrics", headers={"Connection": "close"}).text)
+    return float(match.group(1)) if match is not None else None
+
+
 def test_two_workers_report_the_sum_of_both(tmp_path: Path) -> None:
     shared = tmp_path / "metrics"
     env = environment(
@@ -54,6 +62,11 @@ def test_two_workers_report_the_sum_of_both(tmp_path: Path) -> None:
             )
             assert response.status_code == 401
             sent += 1
+        # Each worker writes its counts to the shared files once a second (the answering one
+        # also at once): within a few seconds every scrape sees the total.
+        deadline = time.monotonic() + 5 * SAMPLE_SECONDS
+        while refused(server.url) != sent and time.monotonic() < deadline:
+            time.sleep(0.1)
         counts = set()
         for _ in range(10):
             text = httpx.get(f"{server.url}/metrics", headers={"Connection": "close"}).text

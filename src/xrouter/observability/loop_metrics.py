@@ -5,7 +5,10 @@ prometheus_client guards every value with a lock and validates and converts the 
 each ``labels()`` call. The request metrics are updated from the event loop's thread only, so
 in a single process their values are plain floats (no lock), and a labelled child is found by
 the label values as given, in a dict. With several worker processes (multiprocess mode) the
-values stay prometheus_client's shared-file ones: only the cached lookup changes there.
+values are prometheus_client's shared-file ones, each update a locked write to a memory-mapped
+file (1.7 µs a counter, 3 µs a histogram here, tens of µs a request): a worker adds its updates
+up in plain floats and writes the sums to the files with ``flush_shared()``, once a second
+(``multiprocess.sample_forever``), before it renders ``/metrics`` and when it stops.
 """
 
 from __future__ import annotations
@@ -44,8 +47,61 @@ class PlainValue:
         return self._exemplar
 
 
+class DeferredValue:
+    """A shared-file value whose increments wait in a float until ``flush_shared()``. A set
+    (a gauge's) is written at once, replacing what waits."""
+
+    __slots__ = ("_pending", "_shared")
+    _multiprocess = True
+
+    def __init__(self, shared: Any) -> None:
+        self._shared = shared
+        self._pending = 0.0
+
+    def inc(self, amount: float) -> None:
+        if not self._pending:
+            _UNFLUSHED.append(self)
+        self._pending += amount
+
+    def set(self, value: float, timestamp: float | None = None) -> None:
+        self._pending = 0.0
+        self._shared.set(value, timestamp)
+
+    def get(self) -> float:
+        return float(self._shared.get()) + self._pending
+
+    def set_exemplar(self, exemplar: Any) -> None:
+        self._shared.set_exemplar(exemplar)
+
+    def get_exemplar(self) -> Any:
+        return self._shared.get_exemplar()
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, 0.0
+        if pending:
+            self._shared.inc(pending)
+
+
+# Values with increments not yet in their files (a value is listed again after each flush).
+_UNFLUSHED: list[DeferredValue] = []
+
+
+def flush_shared() -> None:
+    """Write every waiting increment to the shared files (multiprocess mode; else nothing)."""
+    while _UNFLUSHED:
+        waiting = _UNFLUSHED[:]
+        _UNFLUSHED.clear()
+        for value in waiting:
+            value.flush()
+
+
 def _single_process() -> bool:
     return not values.ValueClass._multiprocess
+
+
+def _own_value(shared: Any) -> PlainValue | DeferredValue:
+    """The value a metric updates: a plain float alone, or one in front of a shared file."""
+    return PlainValue() if _single_process() else DeferredValue(shared)
 
 
 class _MissingLabels:
@@ -96,8 +152,7 @@ class _PlainValued(MetricWrapperBase):
 
     def _metric_init(self) -> None:
         super()._metric_init()  # type: ignore[no-untyped-call]  # typed in the subclasses
-        if _single_process():
-            self._value = PlainValue()
+        self._value = _own_value(self._value)
 
 
 class Counter(_CachedChildren, _PlainValued, prometheus_client.Counter):
@@ -134,9 +189,8 @@ class Histogram(_CachedChildren, prometheus_client.Histogram):
 
     def _metric_init(self) -> None:
         super()._metric_init()
-        if _single_process():
-            self._sum = PlainValue()
-            self._buckets = [PlainValue() for _ in self._upper_bounds]
+        self._sum = _own_value(self._sum)
+        self._buckets = [_own_value(bucket) for bucket in self._buckets]
 
     def observe(self, amount: float, exemplar: dict[str, str] | None = None) -> None:
         if exemplar is not None:

@@ -4,7 +4,9 @@
 before the workers start; each worker's counters, histograms and gauges then live in files
 there, and whichever worker answers a scrape sums them all. Collectors computed at scrape time
 (the remaining-quota gauges, queue and pool figures) come from the answering worker only, so
-queue and pool figures are sampled into shared gauges once a second instead.
+queue and pool figures are sampled into shared gauges once a second instead. A worker's own
+updates reach the files at most a second late (``loop_metrics.flush_shared``), and at once
+before it answers a scrape or stops.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from prometheus_client import CollectorRegistry, Gauge, multiprocess
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
+from xrouter.observability.loop_metrics import flush_shared
 from xrouter.observability.metrics import HELP
 
 ENVIRONMENT = "PROMETHEUS_MULTIPROC_DIR"
@@ -81,6 +84,7 @@ def exposition_registry(local: CollectorRegistry) -> CollectorRegistry:
     """The registry ``/metrics`` renders: ``local`` alone, or merged with the other workers'."""
     if not enabled():
         return local
+    flush_shared()
     merged = CollectorRegistry()
     merged.register(MergedCollector(local))
     return merged
@@ -89,9 +93,11 @@ def exposition_registry(local: CollectorRegistry) -> CollectorRegistry:
 async def sample_forever(
     registry: CollectorRegistry, readers: list[Callable[[], dict[str, float]]]
 ) -> None:
-    """Copy the readers' figures into shared gauges every second (multi-process mode)."""
+    """Copy the readers' figures into shared gauges every second, and this worker's waiting
+    metric updates into their files (multi-process mode)."""
     gauges: dict[str, Gauge] = {}
     while True:
+        flush_shared()
         for reader in readers:
             with contextlib.suppress(Exception):  # a closed pool: try again next time
                 for name, value in reader().items():
@@ -108,6 +114,8 @@ async def sample_forever(
 
 
 def worker_exited() -> None:
-    """Drop this worker's live gauges (active streams, queues) from the shared sums."""
+    """Write this worker's waiting metric updates, then drop its live gauges (active streams,
+    queues) from the shared sums."""
     if enabled():
+        flush_shared()
         multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
