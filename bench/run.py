@@ -24,6 +24,7 @@ import platform
 import resource
 import sys
 import tempfile
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -366,6 +367,34 @@ def limiter_line(report: Report, target: Target) -> None:
         )
 
 
+def peer_starters(
+    report: Report, peers: set[str], emulator: Process, workdir: Path, cpu: str | None
+) -> list[Callable[[], Target]]:
+    """A starter for each peer asked for that can run here; a report line for each that
+    cannot."""
+    starters: list[Callable[[], Target]] = []
+    if "litellm" in peers:
+        if litellm_available():
+            starters.append(
+                lambda: start_litellm(
+                    emulator.url, emulator_token(emulator.url), ROUTE, MODEL, workdir, cpu
+                )
+            )
+        else:
+            report.add(f"\nLiteLLM: {SKIPPED}.")
+    if "portkey" in peers:
+        why_not = portkey_installed()
+        if why_not is None:
+            starters.append(
+                lambda: start_portkey(
+                    emulator.url, emulator_token(emulator.url), MODEL, workdir, cpu
+                )
+            )
+        else:
+            report.add(f"\nPortkey: {why_not}.")
+    return starters
+
+
 def run_all(args: argparse.Namespace, report: Report, layout: Layout, workdir: Path) -> int:
     seconds = 1.0 if args.smoke else args.seconds
     with ExitStack() as stack:
@@ -378,30 +407,12 @@ def run_all(args: argparse.Namespace, report: Report, layout: Layout, workdir: P
             lambda: gateway_target(
                 XROUTER_MEMORY, emulator, workdir / "memory", layout.server_cpu, limits="memory"
             ),
+            *peer_starters(report, args.peers, emulator, workdir, layout.server_cpu),
         ):
             target = make()
             assert target.process is not None
             stack.callback(target.process.stop)
             targets.append(target)
-        if "litellm" in args.peers:
-            if litellm_available():
-                token = emulator_token(emulator.url)
-                peer = start_litellm(emulator.url, token, ROUTE, MODEL, workdir, layout.server_cpu)
-                assert peer.process is not None
-                stack.callback(peer.process.stop)
-                targets.append(peer)
-            else:
-                report.add(f"\nLiteLLM: {SKIPPED}.")
-        if "portkey" in args.peers:
-            why_not = portkey_installed()
-            if why_not is None:
-                token = emulator_token(emulator.url)
-                peer = start_portkey(emulator.url, token, MODEL, workdir, layout.server_cpu)
-                assert peer.process is not None
-                stack.callback(peer.process.stop)
-                targets.append(peer)
-            else:
-                report.add(f"\nPortkey: {why_not}.")
         for target in targets:
             warm_up(
                 target.url,

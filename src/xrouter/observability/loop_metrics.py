@@ -88,11 +88,9 @@ _UNFLUSHED: list[DeferredValue] = []
 
 def flush_shared() -> None:
     """Write every waiting increment to the shared files (multiprocess mode; else nothing)."""
-    while _UNFLUSHED:
-        waiting = _UNFLUSHED[:]
-        _UNFLUSHED.clear()
-        for value in waiting:
-            value.flush()
+    for value in _UNFLUSHED:
+        value.flush()
+    _UNFLUSHED.clear()
 
 
 def _single_process() -> bool:

@@ -169,7 +169,6 @@ class UpstreamTransport:
         ends_at = now + timeouts.total
         if first_byte_at is None and timeouts.first_byte is not None:
             first_byte_at = now + timeouts.first_byte
-        exchange = _Exchange(timer, timeouts.read, ends_at, first_byte_at)
         # The head is due within the read timeout, or by the first-byte deadline if sooner.
         head_at = min(now + timeouts.read, ends_at)
         if first_byte_at is not None:
@@ -194,7 +193,7 @@ class UpstreamTransport:
                 # The first-byte clock covers sending and the wait for the response head.
                 with timer.deadline_at(head_at):
                     response = await sending
-                exchange.response = response
+                exchange = _Exchange(response, timer, timeouts.read, ends_at, first_byte_at)
                 if response.status < 300:
                     return exchange
                 try:
@@ -208,20 +207,25 @@ class UpstreamTransport:
 
 
 class _Exchange:
-    """One request's response and its deadlines: ``read`` seconds for each wait for more of
-    the body, the whole exchange by ``ends_at``, the first byte (for a stream, its first line)
-    by ``first_byte_at`` (loop time; None: only the read timeout)."""
+    """A response and its request's deadlines: ``read`` seconds for each wait for more of the
+    body, the whole exchange by ``ends_at``, the first byte (for a stream, its first line) by
+    ``first_byte_at`` (loop time; None: only the read timeout)."""
 
     __slots__ = ("ends_at", "first_byte_at", "read", "response", "timer")
 
     def __init__(
-        self, timer: SharedTimeout, read: float, ends_at: float, first_byte_at: float | None
+        self,
+        response: aiohttp.ClientResponse,
+        timer: SharedTimeout,
+        read: float,
+        ends_at: float,
+        first_byte_at: float | None,
     ) -> None:
+        self.response = response
         self.timer = timer
         self.read = read
         self.ends_at = ends_at
         self.first_byte_at = first_byte_at
-        self.response: aiohttp.ClientResponse = None  # type: ignore[assignment]  # set once sent
 
     async def next_chunk(self, not_after: float | None = None) -> bytes:
         """What has arrived of the body since the last call, waiting for it if nothing has:
